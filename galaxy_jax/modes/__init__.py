@@ -1,0 +1,27 @@
+"""Mode registry: `config.mode` -> `run(config, workdir)`.
+
+Modes are imported lazily so `--help` and a mistyped mode answer at once, and a mode's heavy
+dependencies load only when that mode runs.
+"""
+
+import importlib
+
+from absl import app
+
+# name -> "module:function". Each function has the signature run(config, workdir).
+MODES = {
+    "kmeans": "galaxy_jax.modes.cluster:run_kmeans",  # k-means baseline on the input vectors
+    "pretrain": "galaxy_jax.modes.cluster:run_pretrain",  # SAE: layer-wise + fine-tuning
+    "dec": "galaxy_jax.modes.cluster:run_dec",  # pretrain (or resume) + k-means init + DEC
+    "convert_weights": "galaxy_jax.modes.extract:run_convert_weights",  # Keras h5 -> Flax
+    "extract": "galaxy_jax.modes.extract:run_extract",  # images -> 2048-d Xception features
+    "build_dataset": "galaxy_jax.modes.data:run_build_dataset",  # TFDS / folder datasets
+}
+
+
+def get(name):
+    """Returns the run function of mode `name`, or raises app.UsageError listing the modes."""
+    if name not in MODES:
+        raise app.UsageError(f"Unknown mode {name!r}. Known modes: {', '.join(sorted(MODES))}.")
+    module, fn = MODES[name].split(":")
+    return getattr(importlib.import_module(module), fn)
