@@ -1,7 +1,7 @@
 """galaxy_jax entry point: `python main.py --config=configs/X.py --workdir=DIR`.
 
 The config's `mode` field picks a library function `run(config, workdir)`; this file holds no
-training logic. The modes are listed in README.md and by `python main.py --helpfull`.
+training logic. The modes are listed in README.md and by `python main.py --help`.
 """
 
 import sys
@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from galaxy_jax import modes
+from galaxy_jax import modes, preemption
 from galaxy_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -29,6 +29,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     run = modes.get(FLAGS.config.mode)  # app.UsageError naming the known modes
+    if not FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console readable
+        logging.set_verbosity(logging.WARNING)
+    preemption.install()
     import jax
 
     logging.info(
@@ -39,6 +42,9 @@ def main(argv):
     except UserError as e:  # a problem the user can fix: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except preemption.Preempted as e:
+        print(f"preempted: {e}. Re-run the same command to continue.", file=sys.stderr)
+        sys.exit(preemption.EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -33,6 +33,8 @@ class Checkpointer:
 
     def save(self, step: int, state, *, wait: bool = False) -> None:
         """Saves `state` at `step` asynchronously (the arrays are copied before returning)."""
+        if int(step) in self._mngr.all_steps():  # e.g. a finished phase re-saved with done=1
+            self._mngr.delete(int(step))
         self._mngr.save(int(step), args=ocp.args.StandardSave(state), force=True)
         if wait:
             self._mngr.wait_until_finished()

@@ -1,0 +1,395 @@
+"""Modes on vector data (MNIST pixels or extracted features): kmeans, pretrain and dec.
+
+Workdir layout:
+  sae/layer_<i>/, sae/finetune/   Orbax checkpoints of the autoencoder phases
+  dec/                            Orbax checkpoints of DEC; dec/init.npz holds the k-means init
+  results.json, assignments.npy   written at the end (atomically)
+
+Resume order of every phase: this phase's own latest checkpoint, else the final params of the
+phase before it, else a fresh initialisation. A finished phase is restored, never redone.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from sklearn.cluster import KMeans
+from tqdm.auto import tqdm
+
+from galaxy_jax import dec, io, metrics, preemption, sae
+from galaxy_jax.checkpoint import Checkpointer
+from galaxy_jax.data.vectors import load_vectors
+from galaxy_jax.errors import UserError
+from galaxy_jax.models.autoencoder import Autoencoder
+from galaxy_jax.train_utils import BatchSampler, prepare_workdir, write_results
+
+PREDICT_CHUNK = 8192  # rows per jitted forward pass over the whole dataset
+
+
+def validate(config) -> None:
+    """Checks the fields the clustering modes read, before any heavy work."""
+    s, d = config.sae, config.dec
+
+    def need(ok, field, msg):
+        if not ok:
+            raise UserError(f"config.{field}: {msg}")
+
+    need(d.n_clusters >= 2, "dec.n_clusters", f"must be >= 2, got {d.n_clusters}")
+    need(
+        len(s.dims) >= 1 and all(int(h) > 0 for h in s.dims),
+        "sae.dims",
+        f"must be positive layer widths, got {tuple(s.dims)}",
+    )
+    need(0.0 <= s.dropout < 1.0, "sae.dropout", f"must be in [0, 1), got {s.dropout}")
+    for field, v in (
+        ("sae.batch_size", s.batch_size),
+        ("dec.batch_size", d.batch_size),
+        ("dec.update_interval", d.update_interval),
+        ("checkpoint_every", config.checkpoint_every),
+        ("log_every", config.log_every),
+        ("dec.kmeans_n_init", d.kmeans_n_init),
+    ):
+        need(v > 0, field, f"must be > 0, got {v}")
+    for field, v in (
+        ("sae.layerwise_steps", s.layerwise_steps),
+        ("sae.finetune_steps", s.finetune_steps),
+        ("dec.maxiter", d.maxiter),
+    ):
+        need(v >= 0, field, f"must be >= 0, got {v}")
+    need(0.0 <= d.tol <= 1.0, "dec.tol", f"must be in [0, 1], got {d.tol}")
+    need(d.alpha > 0, "dec.alpha", f"must be > 0, got {d.alpha}")
+    need(s.lr > 0 and d.lr > 0, "sae.lr/dec.lr", "learning rates must be > 0")
+
+
+def _check_finite(value: float, phase: str, step: int) -> float:
+    if not np.isfinite(value):
+        raise FloatingPointError(f"non-finite loss {value} in phase {phase} at step {step}")
+    return value
+
+
+# ----------------------------------------------------------------------------------- k-means
+
+
+def run_kmeans(config, workdir):
+    """Baseline: k-means straight on the input vectors (pixels or features)."""
+    validate(config)
+    workdir = prepare_workdir(workdir)
+    t0 = time.time()
+    data = load_vectors(config.data)
+    km = KMeans(config.dec.n_clusters, n_init=config.dec.kmeans_n_init, random_state=config.seed)
+    y_pred = km.fit_predict(np.asarray(data.x))
+    m = metrics.all_metrics(data.y, y_pred) if data.y is not None else {}
+    io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
+    _log_metrics("k-means on inputs", m)
+    return write_results(
+        workdir,
+        config,
+        mode="kmeans",
+        metrics={"kmeans_input": m},
+        wall_s={"kmeans": time.time() - t0},
+    )
+
+
+# ------------------------------------------------------------------------------ autoencoder
+
+
+def _sae_phases(config):
+    n = len(config.sae.dims)
+    phases = [(f"layer_{i}", i, config.sae.layerwise_steps) for i in range(n)]
+    return [p for p in phases if p[2] > 0] + [("finetune", None, config.sae.finetune_steps)]
+
+
+def pretrain_sae(config, x: np.ndarray, workdir: str, wall: dict, history: dict):
+    """Greedy layer-wise denoising pretraining, then end-to-end fine-tuning; returns params."""
+    s = config.sae
+    model = Autoencoder((x.shape[1], *s.dims))
+    root = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
+    params = None
+    for k, (name, layer, total) in enumerate(_sae_phases(config)):
+        if total == 0:
+            continue
+        t0 = time.time()
+        tx = sae.make_optimizer(s.optimizer, s.lr, s.momentum, s.lr_decay_every, s.lr_decay)
+        state = sae.create_state(model, tx, jax.random.fold_in(root, k), params)
+        ckpt = Checkpointer(os.path.join(workdir, "sae", name))
+        _, state = ckpt.restore(state)
+        if layer is None:
+            make_step = lambda: sae.make_finetune_step(model)  # noqa: E731
+        else:
+            make_step = lambda layer=layer: sae.make_layer_step(model, layer, s.dropout)  # noqa: E731
+        sampler = BatchSampler(len(x), s.batch_size, seed=config.seed * 1000 + k)
+        state, hist = _train_loop(
+            f"sae/{name}", state, make_step, lambda i: (x[sampler(i)],), total, ckpt, config
+        )
+        ckpt.close()
+        params = state.params
+        wall[f"sae/{name}"] = time.time() - t0
+        history[f"sae/{name}"] = hist
+    return model, params
+
+
+def _train_loop(phase, state, make_step, batch_fn, total, ckpt, config):
+    """Runs make_step()'s step from state.step to `total`, checkpointing, honouring preemption.
+
+    Returns (state, history) where history is [[step, loss], ...] at log steps, kept across
+    resumes in <phase dir>/history.json.
+    """
+    hist_path = os.path.join(ckpt.directory, "history.json")
+    start = int(state.step)
+    history = [h for h in _read_json(hist_path, []) if h[0] <= start]
+    if start >= total:
+        return state, history
+    step_fn = make_step()
+    bar = tqdm(
+        range(start, total), initial=start, total=total, desc=phase, leave=False, disable=None
+    )
+    for i in bar:
+        state, loss = step_fn(state, *(jnp.asarray(b) for b in batch_fn(i)))
+        step = i + 1
+        if step % config.log_every == 0 or step == total:  # the only host syncs of the loop
+            history.append([step, _check_finite(float(loss), phase, step)])
+            bar.set_postfix(loss=f"{history[-1][1]:.4g}")
+        stop = preemption.requested()
+        if step % config.checkpoint_every == 0 or step == total or stop:
+            ckpt.save(step, state, wait=stop or step == total)
+            io.atomic_write_json(hist_path, history)
+        if stop:
+            raise preemption.Preempted(f"{phase} stopped at step {step}; checkpoint saved")
+    return state, history
+
+
+def _read_json(path, default):
+    import json
+
+    if not os.path.isfile(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def run_pretrain(config, workdir):
+    """Pretrains the SAE only, and reports k-means on its embedding."""
+    validate(config)
+    workdir = prepare_workdir(workdir)
+    data = load_vectors(config.data)
+    wall, history = {}, {}
+    model, params = pretrain_sae(config, data.x, workdir, wall, history)
+    z = embed(model, params, data.x)
+    t0 = time.time()
+    km = KMeans(config.dec.n_clusters, n_init=config.dec.kmeans_n_init, random_state=config.seed)
+    y_pred = km.fit_predict(z)
+    wall["kmeans"] = time.time() - t0
+    m = metrics.all_metrics(data.y, y_pred) if data.y is not None else {}
+    _log_metrics("k-means on SAE embedding", m)
+    return write_results(
+        workdir,
+        config,
+        mode="pretrain",
+        metrics={"kmeans_embedding": m},
+        wall_s=wall,
+        history=history,
+    )
+
+
+def embed(model: Autoencoder, params, x: np.ndarray) -> np.ndarray:
+    """[N, D] inputs -> [N, d] embeddings, in fixed-size chunks (one compiled shape)."""
+    fn = _jit_encode(model)
+    return _chunked(lambda xb: fn(params, xb), x)
+
+
+def _jit_encode(model):
+    return jax.jit(lambda p, xb: model.apply({"params": p}, xb, method=Autoencoder.encode))
+
+
+def _chunked(fn, x: np.ndarray) -> np.ndarray:
+    n = len(x)
+    chunk = min(PREDICT_CHUNK, n)
+    outs = []
+    for lo in range(0, n, chunk):
+        xb = np.asarray(x[lo : lo + chunk])
+        pad = chunk - len(xb)
+        if pad:
+            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
+        outs.append(fn(jnp.asarray(xb))[: chunk - pad])
+    return np.asarray(jnp.concatenate(outs))
+
+
+# ---------------------------------------------------------------------------------------- DEC
+
+
+def _kmeans_init(config, z, y, workdir):
+    """k-means on the embedding, cached in dec/init.npz so a resumed run reuses it exactly."""
+    path = os.path.join(workdir, "dec", "init.npz")
+    if os.path.isfile(path):
+        with np.load(path) as f:
+            return f["centres"], f["labels"]
+    d = config.dec
+    km = KMeans(d.n_clusters, n_init=d.kmeans_n_init, random_state=config.seed).fit(z)
+    centres, labels = km.cluster_centers_.astype(np.float32), km.labels_.astype(np.int32)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    import io as _io
+
+    buf = _io.BytesIO()
+    np.savez(buf, centres=centres, labels=labels)
+    io.atomic_write_bytes(path, buf.getvalue())
+    return centres, labels
+
+
+def run_dec(config, workdir):
+    """SAE pretraining (or its checkpoints), k-means initialisation, then DEC."""
+    validate(config)
+    workdir = prepare_workdir(workdir)
+    t_start = time.time()
+    data = load_vectors(config.data)
+    x, y = data.x, data.y
+    wall, history = {}, {}
+    model, ae_params = pretrain_sae(config, x, workdir, wall, history)
+
+    t0 = time.time()
+    z = embed(model, ae_params, x)
+    centres, y_init = _kmeans_init(config, z, y, workdir)
+    wall["kmeans_init"] = time.time() - t0
+    results_metrics = {}
+    if y is not None:
+        results_metrics["kmeans_embedding"] = metrics.all_metrics(y, y_init)
+        _log_metrics("k-means on SAE embedding", results_metrics["kmeans_embedding"])
+
+    t0 = time.time()
+    state, p, y_last, hist = _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir)
+    wall["dec"] = time.time() - t0
+    history["dec"] = hist
+
+    q = predict_q(model, state.params, x, config.dec.alpha)
+    y_pred = q.argmax(1).astype(np.int32)
+    io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred)
+    io.atomic_save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
+    if y is not None:
+        results_metrics["dec"] = metrics.all_metrics(y, y_pred)
+        _log_metrics("DEC", results_metrics["dec"])
+    wall["total"] = time.time() - t_start
+    return write_results(
+        workdir,
+        config,
+        mode="dec",
+        metrics=results_metrics,
+        wall_s=wall,
+        history=history,
+        dec_steps=int(state.step),
+    )
+
+
+def predict_q(model, params, x, alpha) -> np.ndarray:
+    """Soft assignments [N, K] of the whole dataset, chunked."""
+    encode = _jit_encode(model)
+    fn = jax.jit(lambda p, xb: dec.soft_assignment(encode(p["ae"], xb), p["centres"], alpha))
+    return _chunked(lambda xb: fn(params, xb), x)
+
+
+def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
+    """DEC iterations with the target P recomputed on the whole dataset every update_interval.
+
+    Checkpointed state: DEC train state, P, the assignments at the last target update (y_last),
+    the step at which P was computed (p_step) and whether the phase has finished (done).
+    """
+    d = config.dec
+    n = len(x)
+    tx = dec.make_optimizer(d.optimizer, d.lr, d.momentum)
+    encode = lambda v, xb: model.apply(v, xb, method=Autoencoder.encode)  # noqa: E731
+    state = dec.DECState.create(
+        apply_fn=model.apply, tx=tx, params={"ae": ae_params, "centres": jnp.asarray(centres)}
+    )
+    ckpt = Checkpointer(os.path.join(workdir, "dec"))
+    template = {
+        "state": state,
+        "p": np.zeros((n, d.n_clusters), np.float32),
+        "y_last": y_init.astype(np.int32),
+        "p_step": np.int32(-1),
+        "done": np.int32(0),
+    }
+    _, saved = ckpt.restore(template)
+    state, p, y_last = saved["state"], saved["p"], saved["y_last"]
+    p_step, done = int(saved["p_step"]), bool(saved["done"])
+    hist_path = os.path.join(ckpt.directory, "history.json")
+    start = int(state.step)
+    history = [h for h in _read_json(hist_path, []) if h["step"] <= start]
+    if done:
+        ckpt.close()
+        return state, p, y_last, history
+
+    step_fn = dec.make_train_step(encode, d.alpha)
+    sampler = BatchSampler(n, d.batch_size, seed=config.seed * 1000 + 999)
+    q_fn = lambda params: predict_q(model, params, x, d.alpha)  # noqa: E731
+
+    def save(step, wait=False, finished=False):
+        ckpt.save(
+            step,
+            {
+                "state": state,
+                "p": p,
+                "y_last": y_last,
+                "p_step": np.int32(p_step),
+                "done": np.int32(finished),
+            },
+            wait=wait,
+        )
+        io.atomic_write_json(hist_path, history)
+
+    bar = tqdm(total=d.maxiter, initial=start, desc="dec", leave=False, disable=None)
+    step, loss, last_saved = start, None, start
+    while step < d.maxiter:
+        if step % d.update_interval == 0 and p_step != step:
+            q = q_fn(state.params)
+            p = np.asarray(dec.target_distribution(jnp.asarray(q)))
+            y_pred = q.argmax(1).astype(np.int32)
+            delta = float(np.mean(y_pred != y_last))
+            y_last, p_step = y_pred, step
+            entry = {
+                "step": step,
+                "delta_label": delta,
+                "loss": None if loss is None else _check_finite(float(loss), "dec", step),
+            }
+            if y is not None:
+                entry["acc"] = metrics.cluster_acc(y, y_pred)
+            history.append(entry)
+            bar.set_postfix(delta=f"{delta:.4f}", acc=f"{entry.get('acc', float('nan')):.4f}")
+            if step > 0 and delta < d.tol:
+                logging.info(
+                    "DEC converged at step %d: %.5f < tol %.5f changed", step, delta, d.tol
+                )
+                break
+            if step - last_saved >= config.checkpoint_every:
+                save(step)
+                last_saved = step
+        idx = sampler(step)
+        state, loss = step_fn(state, jnp.asarray(x[idx]), jnp.asarray(p[idx]))
+        step += 1
+        bar.update(1)
+        if preemption.requested():
+            save(step, wait=True)
+            ckpt.close()
+            raise preemption.Preempted(f"dec stopped at step {step}; checkpoint saved")
+    bar.close()
+    save(step, wait=True, finished=True)
+    ckpt.close()
+    return state, p, y_last, history
+
+
+def _log_metrics(name, m):
+    if m:
+        logging.info(
+            "%s: acc %.4f  acc_dominant %.4f  nmi %.4f  ari %.4f",
+            name,
+            m["acc"],
+            m["acc_dominant"],
+            m["nmi"],
+            m["ari"],
+        )
+        print(
+            f"{name}: acc={m['acc']:.4f} acc_dominant={m['acc_dominant']:.4f} "
+            f"nmi={m['nmi']:.4f} ari={m['ari']:.4f}"
+        )
