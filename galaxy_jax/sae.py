@@ -61,7 +61,7 @@ def finetune_loss(params, x, *, model: Autoencoder):
 
 
 def layer_step(state: SAEState, x, *, model: Autoencoder, layer: int, rate: float):
-    """Only pair `layer` gets a gradient: lower layers sit behind stop_gradient, upper are unused."""
+    """Only pair `layer` gets a gradient: lower layers are behind stop_gradient, upper unused."""
     key = jax.random.fold_in(state.key, state.step)
     loss, grads = jax.value_and_grad(layer_loss)(
         state.params, x, key, model=model, layer=layer, rate=rate

@@ -124,7 +124,13 @@ def pretrain_sae(config, x: np.ndarray, workdir: str, wall: dict, history: dict)
             make_step = lambda layer=layer: sae.make_layer_step(model, layer, s.dropout)  # noqa: E731
         sampler = BatchSampler(len(x), s.batch_size, seed=config.seed * 1000 + k)
         state, hist = _train_loop(
-            f"sae/{name}", state, make_step, lambda i: (x[sampler(i)],), total, ckpt, config
+            f"sae/{name}",
+            state,
+            make_step,
+            lambda i, sampler=sampler: (x[sampler(i)],),
+            total,
+            ckpt,
+            config,
         )
         ckpt.close()
         params = state.params
