@@ -1,0 +1,52 @@
+"""The `data` section every image config shares: `config.data = data_defaults.get_data_config()`.
+
+Not an experiment itself (no mode). `galaxy_jax.data.sources.make_image_source(config.data)`
+reads it; `name` picks the dataset and only that dataset's fields matter.
+"""
+
+import os
+
+import ml_collections
+
+# ../shared/data beside the repository, where CI and the dev machines keep the real sample.
+_REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+KAGGLE_SAMPLE = os.path.join(_REPO, "..", "shared", "data", "galaxy_zoo_kaggle_sample")
+
+
+def get_data_config(name: str = "synthetic") -> ml_collections.ConfigDict:
+    """Defaults for dataset `name` in {'synthetic', 'folder', 'csv', 'galaxy_zoo'}."""
+    d = ml_collections.ConfigDict()
+    d.name = name  # synthetic | folder | csv | galaxy_zoo
+    d.on_bad_input = "raise"  # raise | skip (skip lists every left-out item in a JSON report)
+    d.verify_images = False  # folder/csv: decode every image once up front (finds corrupt files)
+    d.decode_size = 0  # folder/csv: >0 resizes every image to this square on decode (mixed sizes)
+
+    # Preprocessing for Xception (galaxy_jax.data.preprocess.preprocess).
+    d.crop_size = 207  # centre crop before resizing; 0 keeps the whole 424x424 frame
+    d.image_size = 299  # model input side
+
+    # synthetic: rendered on demand, exact labels ('elliptical', 'spiral'), no download.
+    d.synthetic_n = 512
+    d.synthetic_size = 424  # side of the rendered image (the Kaggle geometry)
+    d.synthetic_seed = 0
+
+    # folder: <folder>/<split>/<class>/<id>.jpg; split '' reads all, 'train,validation' a list.
+    d.folder = os.path.join(KAGGLE_SAMPLE, "images")  # the real 2,000-image sample
+    d.split = ""
+
+    # csv: <image_dir>/<id><image_ext> and a CSV; label_column '' for unlabelled data.
+    d.csv_path = ""
+    d.image_dir = ""
+    d.id_column = "id"
+    d.label_column = ""
+    d.image_ext = ".jpg"
+
+    # galaxy_zoo: the TFDS build of Kaggle's Galaxy Zoo challenge (mode build_dataset).
+    d.tfds_data_dir = os.path.expanduser("~/tensorflow_datasets")
+    d.manual_dir = os.path.expanduser("~/tensorflow_datasets/downloads/manual/galaxy_zoo")
+    d.tfds_split = "train"  # train | validation | test (or TFDS slicing, e.g. 'train[:10%]')
+    d.label_rule = "dominant"  # dominant | clean (galaxy_jax.data.labels)
+    d.clean_threshold = 0.8  # t of the 'clean' rule
+    d.validation_fraction = 0.1  # split by a hash of GalaxyID; the rest of the data is 'train'
+    d.test_fraction = 0.1
+    return d
