@@ -7,7 +7,19 @@ Variants: `configs/mnist_dec.py:smoke` is a seconds-long run on generated blobs 
 The paper's layer-wise SGD recipe is configs/mnist_dec_paper.py.
 """
 
+import os
+
 import ml_collections
+
+# ../shared/data beside the repository, where the dev machines and CI keep the real MNIST.
+MNIST_PATH = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "..",
+    "shared",
+    "data",
+    "mnist",
+    "mnist.npz",
+)
 
 
 def get_config(arg=None):
@@ -19,7 +31,7 @@ def get_config(arg=None):
 
     c.data = ml_collections.ConfigDict()
     c.data.name = "mnist"
-    c.data.path = "../shared/data/mnist/mnist.npz"  # Keras-format mnist.npz, relative to cwd
+    c.data.path = MNIST_PATH  # a Keras-format mnist.npz
     c.data.normalize = "unit_power"  # DEC paper: mean |x|^2/d = 1; 'scale01' is x/255
 
     # Stacked denoising autoencoder d-500-500-2000-10.

@@ -1,0 +1,27 @@
+"""DEC on 2048-d Xception features of galaxies (the seed paper's proposed architecture).
+
+Run after extracting features (configs/extract.py) into workdirs/synthetic_features:
+  python main.py --config=configs/galaxy_dec.py --workdir=workdirs/synthetic_dec \
+      --config.data.path=workdirs/synthetic_features
+The autoencoder is 2048-500-500-2000-10 and there are 2 clusters (elliptical vs spiral).
+Variant `configs/galaxy_dec.py:smoke` runs in seconds on generated blobs.
+"""
+
+import ml_collections
+
+from configs import mnist_dec
+
+
+def get_config(arg=None):
+    c = mnist_dec.get_config()
+    c.data = ml_collections.ConfigDict(dict(name="features", path="workdirs/synthetic_features"))
+    c.dec.n_clusters = 2
+    # Galaxy sets are small next to MNIST: fewer steps, target updated every ~epoch.
+    c.sae.finetune_steps = 2000
+    c.dec.update_interval = 20
+    c.dec.maxiter = 4000
+    if arg == "smoke":
+        mnist_dec.shrink_for_smoke(c)
+    elif arg:
+        raise ValueError(f"unknown variant {arg!r}; use 'smoke' or nothing")
+    return c
