@@ -1,0 +1,194 @@
+"""Xception feature-extraction throughput: galaxy_jax (Flax on XLA) against Keras on TensorFlow.
+
+Both compute the 2048-d average-pooled features of a float32 batch already in memory, in
+inference mode, from the same random weights' architecture. The runs are interleaved in one
+invocation (Flax batch, Keras batch, Flax batch, ...) so that load from other processes hits
+both alike; medians are reported, and the ratio of the medians.
+
+TensorFlow runs in a separate Python (a worker subprocess speaking JSON over stdin/stdout), so
+it never shares a process, or a virtual environment, with JAX. Set it up once:
+  python -m venv /work/tfvenv && /work/tfvenv/bin/pip install tensorflow-cpu h5py
+
+Run (serialised with other timed runs on the machine by the lock):
+  flock /tmp/galaxy_bench.lock python bench/xception_throughput.py \
+      --tf_python=/work/tfvenv/bin/python
+Writes bench/results/xception_throughput.json. Not a test; never run by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+# Keras-TF worker: builds Xception once per input size, then times one batch per request.
+_TF_WORKER = r"""
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""  # never take accelerator memory
+import numpy as np, tensorflow as tf
+models, inputs = {}, {}
+print(json.dumps({"ready": True, "tensorflow": tf.__version__, "keras": tf.keras.__version__}),
+      flush=True)
+for line in sys.stdin:
+    req = json.loads(line)
+    key = (req["size"], req["batch"])
+    if key not in models:
+        m = tf.keras.applications.Xception(weights=None, include_top=False, pooling="avg",
+                                           input_shape=(req["size"], req["size"], 3))
+        models[key] = tf.function(lambda x, m=m: m(x, training=False))
+        inputs[key] = tf.constant(np.random.default_rng(0).uniform(
+            -1, 1, (req["batch"], req["size"], req["size"], 3)).astype(np.float32))
+        models[key](inputs[key]).numpy()  # trace and warm up
+    t = time.perf_counter()
+    models[key](inputs[key]).numpy()
+    print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
+"""
+
+
+class TFWorker:
+    def __init__(self, python: str):
+        self.proc = subprocess.Popen(
+            [python, "-c", _TF_WORKER],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.info = self._read()
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the TensorFlow worker exited; is tensorflow installed there?")
+        return json.loads(line)
+
+    def time_batch(self, size: int, batch: int) -> float:
+        self.proc.stdin.write(json.dumps({"size": size, "batch": batch}) + "\n")
+        self.proc.stdin.flush()
+        return self._read()["seconds"]
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def flax_runner(size: int, batch: int, micro_batch: int):
+    import jax
+    import jax.numpy as jnp
+
+    from galaxy_jax.models import xception
+    from galaxy_jax.modes.extract import pooled_features
+
+    model = xception.Xception()
+    variables = jax.device_put(xception.init_variables(model))
+    # What `extract` runs per batch (minus uint8 decoding and resizing, which Keras lacks too).
+    fn = jax.jit(lambda v, x: pooled_features(model, v, x, micro_batch=micro_batch))
+    x = jnp.asarray(
+        np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    )
+    # XLA's count for one image of the plain graph (a lax.map body would be counted once).
+    one = jax.jit(lambda v, x: model.apply(v, x)[1]["pooled"])
+    flops = one.lower(variables, x[:1]).cost_analysis()["flops"]
+    fn(variables, x).block_until_ready()  # compile and warm up
+
+    def run() -> float:
+        t = time.perf_counter()
+        fn(variables, x).block_until_ready()
+        return time.perf_counter() - t
+
+    return run, flops
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--sizes", default="299,128")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--runs", type=int, default=5, help="timed batches per framework and size")
+    p.add_argument(
+        "--micro_batch",
+        type=int,
+        default=4,
+        help="Flax images per network pass (extract's CPU default)",
+    )
+    p.add_argument(
+        "--peak_gflops",
+        type=float,
+        default=400.0,
+        help="the machine's float32 matmul peak, for the fraction-of-peak column",
+    )
+    p.add_argument("--tf_python", default=os.environ.get("TF_PYTHON", "/work/tfvenv/bin/python"))
+    p.add_argument(
+        "--out", default=os.path.join(REPO, "bench", "results", "xception_throughput.json")
+    )
+    args = p.parse_args()
+
+    import jax
+
+    from galaxy_jax.io import atomic_write_json
+
+    tf = TFWorker(args.tf_python)
+    results = []
+    for size in map(int, args.sizes.split(",")):
+        run_flax, flops = flax_runner(size, args.batch, args.micro_batch)
+        tf.time_batch(size, args.batch)  # build and warm up outside the timed loop
+        t_flax, t_tf = [], []
+        for _ in range(args.runs):  # interleaved: both see the same background load
+            t_flax.append(run_flax())
+            t_tf.append(tf.time_batch(size, args.batch))
+        row = {
+            "size": size,
+            "batch": args.batch,
+            "flax_micro_batch": args.micro_batch,
+            "runs": args.runs,
+            "gflop_per_image": round(flops / 1e9, 3),
+        }
+        for name, ts in (("flax", t_flax), ("keras_tf", t_tf)):
+            ips = args.batch / float(np.median(ts))
+            row[name] = {
+                "images_per_s": round(ips, 2),
+                "fraction_of_peak": round(ips * flops / 1e9 / args.peak_gflops, 3),
+                "seconds_per_batch": [round(t, 4) for t in ts],
+            }
+        row["ratio_flax_over_keras_tf"] = round(
+            row["flax"]["images_per_s"] / row["keras_tf"]["images_per_s"], 3
+        )
+        results.append(row)
+        print(
+            f"{size}x{size} batch {args.batch}: Flax {row['flax']['images_per_s']:.2f} img/s "
+            f"({row['flax']['fraction_of_peak']:.0%} of peak), Keras-TF "
+            f"{row['keras_tf']['images_per_s']:.2f} img/s "
+            f"({row['keras_tf']['fraction_of_peak']:.0%}), ratio "
+            f"{row['ratio_flax_over_keras_tf']:.2f} (median of {args.runs})",
+            flush=True,
+        )
+    tf.close()
+    atomic_write_json(
+        args.out,
+        {
+            "results": results,
+            "peak_gflops_assumed": args.peak_gflops,
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "processor": platform.processor(),
+            },  # fmt: skip
+            "versions": {"jax": jax.__version__, **tf.info},
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "command": " ".join(sys.argv),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,406 @@
+"""Modes `convert_weights` (Keras ImageNet .h5 -> Flax .npz) and `extract` (images -> features).
+
+Workdir of `extract` (the clustering modes read the first four):
+  features.npy          [N, 2048] float32 pooled Xception features, written once complete
+  ids.npy               [N] str image ids
+  labels.npy            [N] int32, -1 where unknown; absent for an unlabelled dataset
+  features_meta.json    config, weights hash, input size, crop, TTA, dtype, versions
+  feature_shards/       resumable partial results (deleted once features.npy is written)
+
+Extraction is data-parallel over all devices through `jax.sharding`: the batch is split along
+mesh axis 'data', the weights are replicated, and one jitted function serves every batch (the
+last batch is padded to full size, so it compiles once per input shape).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import hashlib
+import json
+import os
+import shutil
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import logging
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from galaxy_jax import io, weights
+from galaxy_jax.data.preprocess import preprocess
+from galaxy_jax.data.source import ImageSource
+from galaxy_jax.errors import UserError
+from galaxy_jax.models.xception import MIN_SIZE, Xception
+from galaxy_jax.train_utils import prepare_workdir, versions
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+SHARD_DIR = "feature_shards"
+
+
+def _load(config) -> weights.LoadedWeights:
+    return weights.load_weights(
+        config.weights,
+        include_top=config.get("include_top", False),
+        weights_path=config.weights_path,
+        cache_dir=config.cache_dir,
+        download=config.download,
+        seed=config.seed,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# convert_weights
+
+
+def run_convert_weights(config, workdir: str) -> str:
+    """Converts the Keras weights once; returns the path of the written .npz.
+
+    Writes workdir/xception_{top,notop}.npz (flat Flax variables, see galaxy_jax.weights) and
+    workdir/weights_meta.json. For the official file the shared cache gets a copy too, so later
+    runs with `weights='imagenet'` skip the conversion.
+    """
+    workdir = prepare_workdir(workdir)
+    loaded = _load(config)
+    flat = weights.flatten(loaded.variables)
+    path = os.path.join(workdir, f"xception_{'top' if config.include_top else 'notop'}.npz")
+    weights.save_npz(path, flat)
+    n = sum(int(v.size) for v in flat.values())
+    io.atomic_write_json(
+        os.path.join(workdir, "weights_meta.json"),
+        {
+            "weights": loaded.description,
+            "include_top": bool(config.include_top),
+            "source_sha256": loaded.source_sha256,
+            "variables_sha256": loaded.sha256,
+            "num_arrays": len(flat),
+            "num_parameters": n,
+            "npz": path,
+            "config": config.to_dict(),
+            "versions": versions(),
+        },
+    )
+    logging.info("Wrote %s: %d arrays, %d parameters, sha256 %s", path, len(flat), n, loaded.sha256)
+    print(f"Converted Xception weights ({n:,} parameters) -> {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Feature extraction library
+
+
+def _dihedral_batch(x, k):
+    """View k in [0, 8) of square images x: [B, S, S, C]: rotation by k*90 deg, flipped if k>=4."""
+
+    def branch(i):
+        return lambda y: jnp.rot90(y if i < 4 else y[:, :, ::-1], k=i % 4, axes=(1, 2))
+
+    return jax.lax.switch(k, [branch(i) for i in range(8)], x)
+
+
+def pooled_features(model: Xception, variables, x, *, micro_batch: int = 0, num_shards: int = 1):
+    """[B, S, S, 3] images in [-1, 1] -> [B, 2048] float32 average-pooled features.
+
+    With micro_batch > 0 the network runs on `micro_batch` images per shard at a time, in a
+    `lax.map` loop, so that on CPU the activations of one step stay in cache: about 15-20% less
+    CPU time per image at 128 and 299 than one pass over 32 images. The result is the same.
+    num_shards: the number of devices the batch axis is split over (rows are device-major).
+    """
+    b = x.shape[0]
+    per = b // num_shards
+    mb = max((d for d in range(1, min(micro_batch, per) + 1) if per % d == 0), default=0)
+    if mb == 0 or mb == per:
+        return model.apply(variables, x)[1]["pooled"].astype(jnp.float32)
+    # Row d * per + s * mb + j goes to step s, shard d: each step keeps the batch sharding.
+    xs = x.reshape(num_shards, per // mb, mb, *x.shape[1:]).swapaxes(0, 1)
+
+    def step(xi):
+        xi = xi.reshape(num_shards * mb, *x.shape[1:])
+        return model.apply(variables, xi)[1]["pooled"].astype(jnp.float32)
+
+    out = jax.lax.map(step, xs)  # [steps, num_shards * mb, 2048]
+    return out.reshape(per // mb, num_shards, mb, -1).swapaxes(0, 1).reshape(b, -1)
+
+
+@functools.lru_cache(maxsize=8)
+def make_feature_fn(
+    mesh: Mesh, *, dtype: str, crop_size: int, image_size: int, tta: bool, micro_batch: int = 0
+):
+    """jit(variables, images [B, H, W, 3] uint8) -> [B, 2048] float32 pooled features.
+
+    B must be a multiple of the mesh size. With `tta`, the features are averaged over the 8
+    rotations and flips of each image (galaxies have no preferred orientation). Cached, so
+    repeated extractions with the same settings reuse one compilation.
+    """
+    model = Xception(dtype=DTYPES[dtype])
+    data = NamedSharding(mesh, P("data"))
+    replicated = NamedSharding(mesh, P())
+    pooled = functools.partial(
+        pooled_features, model, micro_batch=micro_batch, num_shards=mesh.devices.size
+    )
+
+    def fn(variables, images):
+        x = preprocess(images, crop_size=crop_size or None, image_size=image_size)
+        x = jax.lax.with_sharding_constraint(x, data)
+        if not tta:
+            return pooled(variables, x)
+        # A loop, not 8 copies of the network in the graph: compile time stays that of one.
+        acc = jax.lax.fori_loop(
+            0,
+            8,
+            lambda k, acc: acc + pooled(variables, _dihedral_batch(x, k)),
+            jnp.zeros((x.shape[0], 2048), jnp.float32),
+        )
+        return acc / 8.0
+
+    return jax.jit(fn, in_shardings=(replicated, data), out_shardings=data)
+
+
+def data_mesh(devices=None) -> Mesh:
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), ("data",))
+
+
+def _shard_ranges(n: int, shard_size: int):
+    return [(s, min(n, s + shard_size)) for s in range(0, n, shard_size)]
+
+
+def extract_features(
+    source: ImageSource,
+    variables,
+    *,
+    image_size: int,
+    crop_size: int = 0,
+    batch_size: int = 32,
+    tta: bool = False,
+    dtype: str = "float32",
+    shard_dir: str | None = None,
+    shard_size: int = 4096,
+    meta_hash: str = "",
+    mesh: Mesh | None = None,
+    micro_batch: int = 0,
+    progress: bool = True,
+):
+    """[N, 2048] float32 features of every image of `source`.
+
+    Args:
+      source: the images; all of shape source.image_shape.
+      variables: Xception {'params', 'batch_stats'} without the top.
+      batch_size: global batch, rounded up to a multiple of the number of devices.
+      shard_dir: if set, each `shard_size` images are saved there as they finish, and shards
+        already there (under the same `meta_hash`) are reused, so an interrupted run resumes.
+      meta_hash: identifies everything the features depend on; a shard_dir written under another
+        hash is deleted and rebuilt, never reused.
+      micro_batch: images per device per network pass inside a batch (see `pooled_features`);
+        0 runs the whole batch at once.
+    Returns:
+      (features [N, 2048] float32, the jitted function, for inspection by tests).
+    """
+    if image_size < MIN_SIZE:
+        raise UserError(f"image_size must be at least {MIN_SIZE}, got {image_size}")
+    if dtype not in DTYPES:
+        raise UserError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+    mesh = mesh or data_mesh()
+    n_dev = mesh.devices.size
+    batch_size = -(-int(batch_size) // n_dev) * n_dev
+    fn = make_feature_fn(
+        mesh,
+        dtype=dtype,
+        crop_size=int(crop_size),
+        image_size=int(image_size),
+        tta=bool(tta),
+        micro_batch=int(micro_batch),
+    )
+    variables = jax.device_put(variables, NamedSharding(mesh, P()))
+    batch_sharding = NamedSharding(mesh, P("data"))
+
+    n = len(source)
+    shards = _shard_ranges(n, shard_size)
+    done = _open_shard_dir(shard_dir, meta_hash, n, shard_size) if shard_dir else set()
+    todo = [(i, s, e) for i, (s, e) in enumerate(shards) if i not in done]
+    if done:
+        logging.info("Resuming: %d of %d feature shards already written.", len(done), len(shards))
+
+    batches = [(i, b, min(e, b + batch_size)) for i, s, e in todo for b in range(s, e, batch_size)]
+    results: dict[int, list] = {i: [] for i, _, _ in todo}
+    bar = tqdm(total=sum(e - s for _, s, e in todo), unit="img", disable=not progress)
+
+    def fetch(b, e):
+        idx = np.arange(b, b + batch_size)
+        idx[e - b :] = e - 1  # pad the last batch by repeating its last image
+        images = np.asarray(source.get(idx))
+        if images.dtype != np.uint8:
+            raise UserError(f"ImageSource.get returned {images.dtype}, expected uint8")
+        return images
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # decodes batch k+1 during batch k
+        future = pool.submit(fetch, *batches[0][1:]) if batches else None
+        for k, (i, b, e) in enumerate(batches):
+            images = future.result()
+            if k + 1 < len(batches):
+                future = pool.submit(fetch, *batches[k + 1][1:])
+            feats = fn(variables, jax.device_put(images, batch_sharding))
+            results[i].append(np.asarray(feats)[: e - b])
+            bar.update(e - b)
+            if e == shards[i][1]:  # shard complete
+                shard = np.concatenate(results.pop(i))
+                if shard_dir:
+                    io.atomic_save_npy(_shard_path(shard_dir, i, len(shards)), shard)
+                else:
+                    results[i] = [shard]
+    bar.close()
+
+    if shard_dir:
+        parts = [np.load(_shard_path(shard_dir, i, len(shards))) for i in range(len(shards))]
+    else:
+        parts = [results[i][0] for i in range(len(shards))]
+    features = np.concatenate(parts) if parts else np.zeros((0, 2048), np.float32)
+    return features.astype(np.float32), fn
+
+
+def _shard_path(shard_dir, i, total):
+    return os.path.join(shard_dir, f"shard_{i:05d}_of_{total:05d}.npy")
+
+
+def _open_shard_dir(shard_dir: str, meta_hash: str, n: int, shard_size: int) -> set[int]:
+    """Indices of valid shards already in `shard_dir`; clears it if written under another hash."""
+    meta_path = os.path.join(shard_dir, "meta.json")
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            old = json.load(f).get("meta_hash")
+        if old != meta_hash:
+            logging.warning(
+                "%s holds features of another config or weights (hash %s, now %s); rebuilding.",
+                shard_dir,
+                old,
+                meta_hash,
+            )
+            shutil.rmtree(shard_dir)
+    elif os.path.isdir(shard_dir):
+        shutil.rmtree(shard_dir)  # no metadata: unknown origin, never reuse
+    if not os.path.exists(meta_path):
+        io.atomic_write_json(meta_path, {"meta_hash": meta_hash})
+    shards = _shard_ranges(n, shard_size)
+    done = set()
+    for i, (s, e) in enumerate(shards):
+        path = _shard_path(shard_dir, i, len(shards))
+        if os.path.exists(path):
+            try:
+                shape = np.load(path, mmap_mode="r").shape
+            except (OSError, ValueError):
+                shape = None
+            if shape == (e - s, 2048):
+                done.add(i)
+            else:
+                logging.warning("Ignoring unreadable or misshaped shard %s", path)
+    return done
+
+
+# ---------------------------------------------------------------------------------------------
+# extract mode
+
+
+def _micro_batch(config) -> int:
+    if config.micro_batch >= 0:
+        return int(config.micro_batch)
+    return 4 if jax.default_backend() == "cpu" else 0  # auto: cache-sized steps on CPU only
+
+
+def _ids_sha256(ids) -> str:
+    return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()
+
+
+def run_extract(config, workdir: str) -> np.ndarray:
+    """Writes features.npy, ids.npy, labels.npy and features_meta.json in `workdir`.
+
+    A re-run with the same config, weights and images returns at once; an interrupted run
+    resumes from workdir/feature_shards/.
+    """
+    from galaxy_jax.data.sources import make_image_source
+
+    workdir = prepare_workdir(workdir)
+    d = config.data
+    source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))
+    loaded = weights.load_weights(
+        config.weights,
+        include_top=False,
+        weights_path=config.weights_path,
+        cache_dir=config.cache_dir,
+        download=config.download,
+        seed=config.seed,
+    )
+    # Everything the numbers depend on (not batch size, device count or shard layout).
+    identity = {
+        "weights_sha256": loaded.sha256,
+        "ids_sha256": _ids_sha256(source.ids),
+        "num_images": len(source),
+        "source_image_shape": list(source.image_shape),
+        "image_size": int(d.image_size),
+        "crop_size": int(d.crop_size),
+        "tta": bool(config.tta),
+        "dtype": config.dtype,
+    }
+    meta_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    meta_path = os.path.join(workdir, "features_meta.json")
+    feat_path = os.path.join(workdir, "features.npy")
+    if os.path.exists(meta_path) and os.path.exists(feat_path):
+        with open(meta_path) as f:
+            if json.load(f).get("meta_hash") == meta_hash:
+                logging.info("%s is up to date; nothing to do.", feat_path)
+                return np.load(feat_path)
+        logging.warning("%s came from another config or weights; extracting again.", feat_path)
+
+    start = time.time()
+    features, _ = extract_features(
+        source,
+        loaded.variables,
+        image_size=d.image_size,
+        crop_size=d.crop_size,
+        batch_size=config.batch_size,
+        tta=config.tta,
+        dtype=config.dtype,
+        shard_dir=os.path.join(workdir, SHARD_DIR),
+        shard_size=config.shard_size,
+        meta_hash=meta_hash,
+        micro_batch=_micro_batch(config),
+    )
+    seconds = time.time() - start
+    if not np.all(np.isfinite(features)):
+        bad = np.flatnonzero(~np.all(np.isfinite(features), axis=1))
+        raise UserError(
+            f"Non-finite features for {len(bad)} images, e.g. ids {source.ids[bad[:5]]}"
+        )
+
+    io.atomic_save_npy(os.path.join(workdir, "ids.npy"), np.asarray(source.ids).astype(str))
+    labels_path = os.path.join(workdir, "labels.npy")
+    if source.labels is not None:
+        io.atomic_save_npy(labels_path, np.asarray(source.labels, np.int32))
+    elif os.path.exists(labels_path):
+        os.remove(labels_path)
+    # features.npy last but one, the metadata last: its hash marks the set complete.
+    io.atomic_save_npy(feat_path, features)
+    io.atomic_write_json(
+        meta_path,
+        {
+            **identity,
+            "meta_hash": meta_hash,
+            "weights": loaded.description,
+            "weights_source_sha256": loaded.source_sha256,
+            "class_names": list(source.class_names),
+            "feature_dim": int(features.shape[1]),
+            "num_devices": jax.device_count(),
+            "backend": jax.default_backend(),
+            "seconds": round(seconds, 2),
+            "images_per_second": round(
+                len(source) * (8 if config.tta else 1) / max(seconds, 1e-9), 2
+            ),
+            "config": config.to_dict(),
+            "versions": versions(),
+        },
+    )
+    shutil.rmtree(os.path.join(workdir, SHARD_DIR), ignore_errors=True)
+    print(f"Wrote {features.shape} features of {len(source)} images to {feat_path}")
+    return features

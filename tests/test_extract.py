@@ -1,0 +1,125 @@
+"""Feature extraction: data parallelism over 4 CPU devices, resume, TTA, and the extract mode."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from configs import extract as extract_config
+from galaxy_jax.data import source as source_lib
+from galaxy_jax.models import xception
+from galaxy_jax.modes import extract
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _images(n, size=71, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+
+
+@pytest.fixture(scope="module")
+def variables():
+    return xception.init_variables(xception.Xception(), seed=0)
+
+
+def test_four_devices_equal_one_and_compile_once(tmp_path):
+    # A fresh process: the device count is fixed when JAX starts.
+    script = textwrap.dedent(
+        """
+        import json, sys
+        import jax, numpy as np
+        from galaxy_jax.data import source as source_lib
+        from galaxy_jax.models import xception
+        from galaxy_jax.modes import extract
+        assert jax.device_count() == 4, jax.devices()
+        v = xception.init_variables(xception.Xception(), seed=0)
+        src = source_lib.from_arrays(
+            np.random.default_rng(0).integers(0, 256, (7, 80, 80, 3), dtype=np.uint8))
+        out = {}
+        for n_dev, micro in ((4, 0), (1, 0), (4, 1)):
+            f, fn = extract.extract_features(
+                src, v, image_size=71, crop_size=76, batch_size=5, micro_batch=micro,
+                mesh=extract.data_mesh(jax.devices()[:n_dev]), progress=False)
+            out[n_dev, micro] = f
+            # Batch 5 -> 8 on 4 devices: a batch of 8 (last 1 padded); one compilation.
+            assert fn._cache_size() == 1, fn._cache_size()
+        np.savez(sys.argv[1], four=out[4, 0], one=out[1, 0], four_micro=out[4, 1])
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
+    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
+    path = str(tmp_path / "out.npz")
+    r = subprocess.run(
+        [sys.executable, "-c", script, path], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    with np.load(path) as z:
+        assert z["four"].shape == (7, 2048)
+        assert np.abs(z["one"]).max() > 0
+        np.testing.assert_allclose(z["four"], z["one"], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(z["four_micro"], z["one"], rtol=1e-5, atol=1e-6)
+
+
+def test_resume_reuses_shards_and_rejects_foreign_ones(variables, tmp_path):
+    images = _images(5)
+    requested = []
+    src = source_lib.from_arrays(images)
+    get = src.get
+    src.get = lambda idx: (requested.append(np.asarray(idx).copy()), get(idx))[1]
+    kw = dict(image_size=71, batch_size=2, shard_size=2, shard_dir=str(tmp_path), progress=False)
+    full, _ = extract.extract_features(src, variables, meta_hash="a", **kw)
+    assert sorted(os.listdir(tmp_path)) == [
+        "meta.json", "shard_00000_of_00003.npy", "shard_00001_of_00003.npy",
+        "shard_00002_of_00003.npy",
+    ]  # fmt: skip
+    os.remove(tmp_path / "shard_00001_of_00003.npy")  # as if interrupted there
+    requested.clear()
+    again, _ = extract.extract_features(src, variables, meta_hash="a", **kw)
+    assert [list(r) for r in requested] == [[2, 3]]
+    np.testing.assert_array_equal(again, full)
+    requested.clear()
+    extract.extract_features(src, variables, meta_hash="b", **kw)  # other weights or config
+    assert [list(r) for r in requested] == [[0, 1], [2, 3], [4, 4]]  # last batch padded
+
+
+def test_tta_is_invariant_to_rotations_and_flips(variables):
+    image = _images(1)[0]
+    views = np.stack([image, np.rot90(image), image[:, ::-1], np.rot90(image, 3)[::-1]])
+    f, _ = extract.extract_features(
+        source_lib.from_arrays(np.ascontiguousarray(views)),
+        variables, image_size=71, batch_size=4, tta=True, progress=False,
+    )  # fmt: skip
+    np.testing.assert_allclose(f, np.broadcast_to(f[:1], f.shape), rtol=1e-4, atol=1e-7)
+    plain, _ = extract.extract_features(
+        source_lib.from_arrays(views[:1]), variables, image_size=71, progress=False
+    )
+    assert not np.allclose(plain[0], f[0], rtol=1e-3)  # TTA did average different views
+
+
+def test_extract_mode_writes_outputs_and_skips_a_rerun(tmp_path):
+    config = extract_config.get_config("smoke")
+    config.cache_dir = str(tmp_path / "cache")
+    wd = str(tmp_path / "wd")
+    features = extract.run_extract(config, wd)
+    assert features.shape == (6, 2048) and features.dtype == np.float32
+    np.testing.assert_array_equal(np.load(os.path.join(wd, "features.npy")), features)
+    ids = np.load(os.path.join(wd, "ids.npy"))
+    assert ids.dtype.kind == "U" and len(set(ids)) == 6
+    labels = np.load(os.path.join(wd, "labels.npy"))
+    assert labels.dtype == np.int32 and labels.shape == (6,)
+    with open(os.path.join(wd, "features_meta.json")) as f:
+        meta = json.load(f)
+    assert meta["num_images"] == 6 and meta["image_size"] == 71 and meta["tta"] is False
+    assert meta["weights"] == "random (seed 0)" and len(meta["weights_sha256"]) == 64
+    assert meta["config"]["mode"] == "extract" and "jax" in meta["versions"]
+    assert not os.path.exists(os.path.join(wd, extract.SHARD_DIR))
+    mtime = os.path.getmtime(os.path.join(wd, "features.npy"))
+    extract.run_extract(config, wd)  # up to date: nothing recomputed or rewritten
+    assert os.path.getmtime(os.path.join(wd, "features.npy")) == mtime
+    config.seed = 1  # other (random) weights: a different hash, so extracted again
+    again = extract.run_extract(config, wd)
+    assert not np.allclose(again, features)
