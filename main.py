@@ -9,7 +9,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from galaxy_jax import modes, preemption
+from galaxy_jax import io, modes, preemption
 from galaxy_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -42,9 +42,21 @@ def main(argv):
     except UserError as e:  # a problem the user can fix: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:  # a full disk or a read-only workdir that no library call wrapped
+        err = io.storage_error(e, e.filename or FLAGS.workdir)
+        if err is None:
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
     except preemption.Preempted as e:
         print(f"preempted: {e}. Re-run the same command to continue.", file=sys.stderr)
         sys.exit(preemption.EXIT_CODE)
+    except KeyboardInterrupt:  # a second Ctrl-C: no checkpoint now, like kill -9
+        print(
+            "interrupted: re-run the same command to resume from the last checkpoint.",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 if __name__ == "__main__":

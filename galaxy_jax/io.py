@@ -1,29 +1,90 @@
-"""Atomic file outputs: a reader never sees half a file."""
+"""Atomic file outputs: a reader never sees half a file. A full disk or a read-only directory
+becomes a UserError naming the path (see `storage_error`), not a traceback from deep inside."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
 
 import numpy as np
 
+from galaxy_jax.errors import UserError
+
+# errno -> what the user should do about it.
+_STORAGE_ERRNOS = {
+    errno.ENOSPC: "the disk is full: free some space, or point --workdir at another disk",
+    errno.EDQUOT: "the disk quota is exceeded: free some space, or use another --workdir",
+    errno.EROFS: "the file system is read-only: use another --workdir",
+    errno.EACCES: "permission denied: use a --workdir you can write to",
+    errno.EPERM: "permission denied: use a --workdir you can write to",
+}
+
+
+def storage_error(exc: BaseException, path: str) -> UserError | None:
+    """A UserError for `exc` if it (or an exception it wraps) is a full disk, a quota, a read-only
+    file system or a permission problem; None otherwise. Also recognises the message text, since
+    Orbax and TensorStore re-raise OS errors from their writer threads as other types."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in _STORAGE_ERRNOS:
+            advice = _STORAGE_ERRNOS[exc.errno]
+            break
+        text = str(exc)
+        advice = next((a for e, a in _STORAGE_ERRNOS.items() if os.strerror(e) in text), None)
+        if advice:
+            break
+        exc = exc.__cause__ or exc.__context__
+    else:
+        return None
+    return UserError(
+        f"cannot write {path}: {advice}. Completed checkpoints are kept; re-run the same "
+        "command to continue."
+    )
+
+
+def _fsync_dir(directory: str) -> None:
+    """Makes a rename durable across a power cut (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
     """Writes `data` to a temporary file beside `path`, fsyncs it, and renames it over `path`."""
+    _atomic_write(path, lambda f: f.write(data), os.path.basename(path))
+
+
+def _atomic_write(path: str, write, suffix: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    tmp = None
     try:
+        os.makedirs(directory, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=suffix)
         with os.fdopen(fd, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+        tmp = None
+        _fsync_dir(directory)
+    except OSError as e:
+        err = storage_error(e, path)
+        if err is None:
+            raise
+        raise err from e
+    finally:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
-        raise
 
 
 def _jsonable(x):
@@ -44,16 +105,4 @@ def atomic_write_json(path: str, obj) -> None:
 
 def atomic_save_npy(path: str, array: np.ndarray) -> None:
     """np.save through a temporary file and a rename."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".npy")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    _atomic_write(path, lambda f: np.save(f, array), ".npy")

@@ -1,6 +1,11 @@
 """Cooperative preemption: SIGTERM/SIGINT set a flag; training loops check it at step boundaries,
 save a checkpoint, wait for Orbax, and raise `Preempted`. main.py exits with EXIT_CODE then.
-Re-running the same command resumes."""
+Re-running the same command resumes.
+
+A signal that arrives outside a training loop (loading data, k-means, writing results) is acted
+on at the next step boundary, or not at all if none is left: the run then finishes and exits 0.
+A second Ctrl-C stops at once without a checkpoint, which is as safe as kill -9 (the last
+complete checkpoint is used on the next run)."""
 
 from __future__ import annotations
 

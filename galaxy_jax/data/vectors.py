@@ -79,11 +79,35 @@ def load_features(path: str) -> Vectors:
     for name, arr in (("ids.npy", ids), ("labels.npy", y)):
         if arr is not None and len(arr) != len(x):
             raise UserError(f"{path}/{name} has {len(arr)} rows but features.npy has {len(x)}")
+    if len(x) == 0 or x.shape[1] == 0:
+        raise UserError(f"{fpath} is empty (shape {x.shape}); re-run the extract mode")
     meta = os.path.join(path, "features_meta.json")
     if os.path.isfile(meta):
         with open(meta) as f:
             json.load(f)  # a truncated metadata file means a broken extraction: fail loudly
+    check_finite(x, fpath, ids)
     return Vectors(x, y, ids)
+
+
+def check_finite(x: np.ndarray, fpath: str, ids=None, chunk: int = 4096) -> None:
+    """Raises UserError naming the file, row and id of the first NaN/inf in x [N, D].
+
+    Reads in row chunks, so a memory-mapped file is scanned without loading it whole.
+    """
+    for lo in range(0, len(x), chunk):
+        ok = np.isfinite(x[lo : lo + chunk])
+        if not ok.all():
+            r, c = np.argwhere(~ok)[0]
+            row = lo + int(r)
+            name = f" (id {ids[row]})" if ids is not None else ""
+            raise UserError(
+                f"{fpath} row {row}{name} column {int(c)} is {x[row, c]}: the features hold "
+                f"{_count_bad(x, chunk)} non-finite values. Re-extract them, or drop those rows."
+            )
+
+
+def _count_bad(x, chunk):
+    return sum(int((~np.isfinite(x[lo : lo + chunk])).sum()) for lo in range(0, len(x), chunk))
 
 
 def make_blobs(n: int, dim: int, n_clusters: int, seed: int, spread: float = 1.0) -> Vectors:

@@ -7,6 +7,11 @@ Workdir layout:
 
 Resume order of every phase: this phase's own latest checkpoint, else the final params of the
 phase before it, else a fresh initialisation. A finished phase is restored, never redone.
+
+Reliability (tests/test_reliability.py): the config and the data are checked before the workdir
+is created; history.json is written before each checkpoint (so it is never behind one, and the
+entries past the restored step are dropped); a FiniteGuard stops a phase whose loss goes NaN/inf,
+naming the first bad step, and a non-finite state is never checkpointed.
 """
 
 from __future__ import annotations
@@ -21,55 +26,53 @@ from absl import logging
 from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
 
-from galaxy_jax import dec, io, metrics, preemption, sae
-from galaxy_jax.checkpoint import Checkpointer
+from galaxy_jax import dec, io, metrics, preemption, sae, validate
+from galaxy_jax.checkpoint import Checkpointer, NonFiniteStateError
 from galaxy_jax.data.vectors import load_vectors
-from galaxy_jax.errors import UserError
 from galaxy_jax.models.autoencoder import Autoencoder
-from galaxy_jax.train_utils import BatchSampler, prepare_workdir, write_results
+from galaxy_jax.train_utils import (
+    BatchSampler,
+    FiniteGuard,
+    NonFiniteError,
+    check_run_config,
+    check_workdir_writable,
+    prepare_workdir,
+    write_results,
+)
 
 PREDICT_CHUNK = 8192  # rows per jitted forward pass over the whole dataset
 
 
-def validate(config) -> None:
-    """Checks the fields the clustering modes read, before any heavy work."""
-    s, d = config.sae, config.dec
-
-    def need(ok, field, msg):
-        if not ok:
-            raise UserError(f"config.{field}: {msg}")
-
-    need(d.n_clusters >= 2, "dec.n_clusters", f"must be >= 2, got {d.n_clusters}")
-    need(
-        len(s.dims) >= 1 and all(int(h) > 0 for h in s.dims),
-        "sae.dims",
-        f"must be positive layer widths, got {tuple(s.dims)}",
-    )
-    need(0.0 <= s.dropout < 1.0, "sae.dropout", f"must be in [0, 1), got {s.dropout}")
-    for field, v in (
-        ("sae.batch_size", s.batch_size),
-        ("dec.batch_size", d.batch_size),
-        ("dec.update_interval", d.update_interval),
-        ("checkpoint_every", config.checkpoint_every),
-        ("log_every", config.log_every),
-        ("dec.kmeans_n_init", d.kmeans_n_init),
-    ):
-        need(v > 0, field, f"must be > 0, got {v}")
-    for field, v in (
-        ("sae.layerwise_steps", s.layerwise_steps),
-        ("sae.finetune_steps", s.finetune_steps),
-        ("dec.maxiter", d.maxiter),
-    ):
-        need(v >= 0, field, f"must be >= 0, got {v}")
-    need(0.0 <= d.tol <= 1.0, "dec.tol", f"must be in [0, 1], got {d.tol}")
-    need(d.alpha > 0, "dec.alpha", f"must be > 0, got {d.alpha}")
-    need(s.lr > 0 and d.lr > 0, "sae.lr/dec.lr", "learning rates must be > 0")
+# What each phase directory's checkpoints depend on (checked by check_run_config on resume).
+PHASE_FIELDS = {"sae": ("seed", "data", "sae"), "dec": ("seed", "data", "sae", "dec")}
 
 
-def _check_finite(value: float, phase: str, step: int) -> float:
-    if not np.isfinite(value):
-        raise FloatingPointError(f"non-finite loss {value} in phase {phase} at step {step}")
-    return value
+def setup(config, workdir, phases=()):
+    """Validates config and data before creating anything, then checks that the checkpoints of
+    `phases` (keys of PHASE_FIELDS) in workdir were written by this config.
+
+    Returns (data, absolute workdir).
+    """
+    validate.config_fields(config)
+    check_workdir_writable(workdir)
+    data = load_vectors(config.data)
+    validate.vectors(config, data.x)
+    workdir = prepare_workdir(workdir)
+    for phase in phases:
+        check_run_config(os.path.join(workdir, phase), config, PHASE_FIELDS[phase])
+    return data, workdir
+
+
+def _save(ckpt, step, state, phase, guard, wait=False):
+    """Checkpoints `state` unless a loss since the last check or the state itself is non-finite."""
+    guard.check(step)
+    try:
+        ckpt.save(step, state, wait=wait)
+    except NonFiniteStateError as e:
+        raise NonFiniteError(
+            f"non-finite state in phase {phase} after step {step}: {e}. Not checkpointed; lower "
+            "the learning rate, or check the input data for NaN/inf."
+        ) from None
 
 
 # ----------------------------------------------------------------------------------- k-means
@@ -77,10 +80,8 @@ def _check_finite(value: float, phase: str, step: int) -> float:
 
 def run_kmeans(config, workdir):
     """Baseline: k-means straight on the input vectors (pixels or features)."""
-    validate(config)
-    workdir = prepare_workdir(workdir)
     t0 = time.time()
-    data = load_vectors(config.data)
+    data, workdir = setup(config, workdir)
     km = KMeans(config.dec.n_clusters, n_init=config.dec.kmeans_n_init, random_state=config.seed)
     y_pred = km.fit_predict(np.asarray(data.x))
     m = metrics.all_metrics(data.y, y_pred) if data.y is not None else {}
@@ -151,19 +152,24 @@ def _train_loop(phase, state, make_step, batch_fn, total, ckpt, config):
     if start >= total:
         return state, history
     step_fn = make_step()
+    guard = FiniteGuard(phase)
     bar = tqdm(
         range(start, total), initial=start, total=total, desc=phase, leave=False, disable=None
     )
     for i in bar:
         state, loss = step_fn(state, *(jnp.asarray(b) for b in batch_fn(i)))
         step = i + 1
+        guard.update(loss, step)  # on device: no host sync
         if step % config.log_every == 0 or step == total:  # the only host syncs of the loop
-            history.append([step, _check_finite(float(loss), phase, step)])
+            guard.check(step)
+            history.append([step, float(loss)])
             bar.set_postfix(loss=f"{history[-1][1]:.4g}")
         stop = preemption.requested()
         if step % config.checkpoint_every == 0 or step == total or stop:
-            ckpt.save(step, state, wait=stop or step == total)
+            # history first: a kill between the two leaves it ahead of the checkpoint (trimmed
+            # on resume), never behind it (entries lost).
             io.atomic_write_json(hist_path, history)
+            _save(ckpt, step, state, phase, guard, wait=stop or step == total)
         if stop:
             raise preemption.Preempted(f"{phase} stopped at step {step}; checkpoint saved")
     return state, history
@@ -174,15 +180,17 @@ def _read_json(path, default):
 
     if not os.path.isfile(path):
         return default
-    with open(path) as f:
-        return json.load(f)
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:  # written atomically, so only outside damage gets here
+        logging.warning("%s is unreadable (%s); its entries are lost.", path, e)
+        return default
 
 
 def run_pretrain(config, workdir):
     """Pretrains the SAE only, and reports k-means on its embedding."""
-    validate(config)
-    workdir = prepare_workdir(workdir)
-    data = load_vectors(config.data)
+    data, workdir = setup(config, workdir, phases=("sae",))
     wall, history = {}, {}
     model, params = pretrain_sae(config, data.x, workdir, wall, history)
     z = embed(model, params, data.x)
@@ -191,6 +199,7 @@ def run_pretrain(config, workdir):
     y_pred = km.fit_predict(z)
     wall["kmeans"] = time.time() - t0
     m = metrics.all_metrics(data.y, y_pred) if data.y is not None else {}
+    io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
     _log_metrics("k-means on SAE embedding", m)
     return write_results(
         workdir,
@@ -232,8 +241,11 @@ def _kmeans_init(config, z, y, workdir):
     """k-means on the embedding, cached in dec/init.npz so a resumed run reuses it exactly."""
     path = os.path.join(workdir, "dec", "init.npz")
     if os.path.isfile(path):
-        with np.load(path) as f:
-            return f["centres"], f["labels"]
+        try:
+            with np.load(path) as f:
+                return f["centres"], f["labels"]
+        except (OSError, ValueError, KeyError) as e:  # k-means is seeded: recomputing is exact
+            logging.warning("%s is unreadable (%s); recomputing the k-means init.", path, e)
     d = config.dec
     km = KMeans(d.n_clusters, n_init=d.kmeans_n_init, random_state=config.seed).fit(z)
     centres, labels = km.cluster_centers_.astype(np.float32), km.labels_.astype(np.int32)
@@ -248,10 +260,8 @@ def _kmeans_init(config, z, y, workdir):
 
 def run_dec(config, workdir):
     """SAE pretraining (or its checkpoints), k-means initialisation, then DEC."""
-    validate(config)
-    workdir = prepare_workdir(workdir)
     t_start = time.time()
-    data = load_vectors(config.data)
+    data, workdir = setup(config, workdir, phases=("sae", "dec"))
     x, y = data.x, data.y
     wall, history = {}, {}
     model, ae_params = pretrain_sae(config, x, workdir, wall, history)
@@ -331,8 +341,12 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
     sampler = BatchSampler(n, d.batch_size, seed=config.seed * 1000 + 999)
     q_fn = lambda params: predict_q(model, params, x, d.alpha)  # noqa: E731
 
+    guard = FiniteGuard("dec")
+
     def save(step, wait=False, finished=False):
-        ckpt.save(
+        io.atomic_write_json(hist_path, history)  # first: see _train_loop
+        _save(
+            ckpt,
             step,
             {
                 "state": state,
@@ -341,23 +355,30 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
                 "p_step": np.int32(p_step),
                 "done": np.int32(finished),
             },
+            "dec",
+            guard,
             wait=wait,
         )
-        io.atomic_write_json(hist_path, history)
 
     bar = tqdm(total=d.maxiter, initial=start, desc="dec", leave=False, disable=None)
     step, loss, last_saved = start, None, start
     while step < d.maxiter:
         if step % d.update_interval == 0 and p_step != step:
+            guard.check(step)
             q = q_fn(state.params)
             p = np.asarray(dec.target_distribution(jnp.asarray(q)))
+            if not (np.isfinite(q).all() and np.isfinite(p).all()):
+                raise NonFiniteError(
+                    f"non-finite soft assignments or target distribution in phase dec at step "
+                    f"{step} (an empty cluster, or NaN/inf in the data or the parameters)."
+                )
             y_pred = q.argmax(1).astype(np.int32)
             delta = float(np.mean(y_pred != y_last))
             y_last, p_step = y_pred, step
             entry = {
                 "step": step,
                 "delta_label": delta,
-                "loss": None if loss is None else _check_finite(float(loss), "dec", step),
+                "loss": None if loss is None else float(loss),
             }
             if y is not None:
                 entry["acc"] = metrics.cluster_acc(y, y_pred)
@@ -374,6 +395,7 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
         idx = sampler(step)
         state, loss = step_fn(state, jnp.asarray(x[idx]), jnp.asarray(p[idx]))
         step += 1
+        guard.update(loss, step)  # on device; checked at the next target update or save
         bar.update(1)
         if preemption.requested():
             save(step, wait=True)

@@ -1,0 +1,110 @@
+"""Up-front checks of a clustering config (modes kmeans, pretrain, dec), before any heavy work.
+
+`config_fields` reads only the config and the file system (it creates nothing), so a bad value
+fails in well under a second and leaves no workdir behind. `vectors` checks what needs the data
+itself. Every message starts with the field's name, `config.<section>.<field>`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+from galaxy_jax.data.vectors import DATASETS
+from galaxy_jax.errors import UserError
+
+OPTIMIZERS = ("sgd", "adam")
+NORMALIZE = ("unit_power", "scale01")
+
+
+def _need(ok: bool, field: str, msg: str) -> None:
+    if not ok:
+        raise UserError(f"config.{field}: {msg}")
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def config_fields(config) -> None:
+    """Raises UserError naming the first bad field of the clustering config."""
+    s, d = config.sae, config.dec
+    _need(
+        isinstance(config.seed, int) and config.seed >= 0,
+        "seed",
+        f"must be an integer >= 0, got {config.seed!r}",
+    )
+    data_fields(config.data)
+    _need(d.n_clusters >= 2, "dec.n_clusters", f"must be >= 2, got {d.n_clusters}")
+    _need(
+        len(s.dims) >= 1 and all(isinstance(h, int) and h > 0 for h in s.dims),
+        "sae.dims",
+        f"must be positive layer widths, e.g. (500, 500, 2000, 10); got {tuple(s.dims)}",
+    )
+    for field, v, lo, hi in (  # fractions: [lo, hi)
+        ("sae.dropout", s.dropout, 0.0, 1.0),
+        ("sae.momentum", s.momentum, 0.0, 1.0),
+        ("dec.momentum", d.momentum, 0.0, 1.0),
+    ):
+        _need(_number(v) and lo <= v < hi, field, f"must be in [{lo}, {hi}), got {v}")
+    _need(_number(d.tol) and 0.0 <= d.tol <= 1.0, "dec.tol", f"must be in [0, 1], got {d.tol}")
+    for field, v in (
+        ("sae.lr", s.lr),
+        ("dec.lr", d.lr),
+        ("dec.alpha", d.alpha),
+        ("sae.lr_decay", s.lr_decay),
+    ):
+        _need(_number(v) and v > 0, field, f"must be a finite number > 0, got {v}")
+    for field, v in (
+        ("sae.batch_size", s.batch_size),
+        ("dec.batch_size", d.batch_size),
+        ("dec.update_interval", d.update_interval),
+        ("checkpoint_every", config.checkpoint_every),
+        ("log_every", config.log_every),
+        ("dec.kmeans_n_init", d.kmeans_n_init),
+    ):
+        _need(v > 0, field, f"must be > 0, got {v}")
+    for field, v in (
+        ("sae.layerwise_steps", s.layerwise_steps),
+        ("sae.finetune_steps", s.finetune_steps),
+        ("sae.lr_decay_every", s.lr_decay_every),
+        ("dec.maxiter", d.maxiter),
+    ):
+        _need(v >= 0, field, f"must be >= 0, got {v}")
+    for field, v in (("sae.optimizer", s.optimizer), ("dec.optimizer", d.optimizer)):
+        _need(v in OPTIMIZERS, field, f"must be one of {OPTIMIZERS}, got {v!r}")
+
+
+def data_fields(data) -> None:
+    """The `data` section of a clustering config: a known vector dataset whose files exist."""
+    _need(data.name in DATASETS, "data.name", f"must be one of {DATASETS}, got {data.name!r}")
+    if data.name == "mnist":
+        path = os.path.abspath(os.path.expanduser(data.path))
+        if not os.path.isfile(path):  # names the field through the flag that sets it
+            raise UserError(
+                f"MNIST file not found: {path}. Set --config.data.path to a Keras-format "
+                "mnist.npz (keys x_train, y_train, x_test, y_test)."
+            )
+        normalize = data.get("normalize", "unit_power")
+        _need(normalize in NORMALIZE, "data.normalize", f"must be one of {NORMALIZE}")
+    elif data.name == "features":
+        path = os.path.abspath(os.path.expanduser(data.path))
+        _need(
+            os.path.isfile(os.path.join(path, "features.npy")),
+            "data.path",
+            f"no features.npy in {path}: run the extract mode with --workdir={path} first, "
+            "or point data.path at its workdir.",
+        )
+    else:  # blobs
+        for field in ("n", "dim", "n_clusters"):
+            _need(data[field] > 0, f"data.{field}", f"must be > 0, got {data[field]}")
+        spread = data.get("spread", 1.0)
+        _need(_number(spread) and spread >= 0, "data.spread", f"must be >= 0, got {spread}")
+
+
+def vectors(config, x) -> None:
+    """Checks that need the loaded data x: [N, D]."""
+    n, dim = x.shape
+    k = config.dec.n_clusters
+    _need(n >= k, "dec.n_clusters", f"{k} clusters need at least {k} examples; the data has {n}")
+    _need(dim >= 1, "data", f"the vectors have no features (shape {x.shape})")
