@@ -14,7 +14,13 @@ from configs import mnist_dec
 
 def get_config(arg=None):
     c = mnist_dec.get_config()
-    c.data = ml_collections.ConfigDict(dict(name="features", path="workdirs/synthetic_features"))
+    c.data = ml_collections.ConfigDict(
+        dict(
+            name="features",
+            path="workdirs/synthetic_features",  # an extract mode's workdir
+            normalize="unit_power",  # DEC paper: mean |x|^2/d = 1; 'none' keeps a memory map
+        )
+    )
     c.dec.n_clusters = 2
     # Galaxy sets are small next to MNIST: fewer steps, target updated every ~epoch.
     c.sae.finetune_steps = 2000

@@ -95,6 +95,12 @@ def data_fields(data) -> None:
             f"no features.npy in {path}: run the extract mode with --workdir={path} first, "
             "or point data.path at its workdir.",
         )
+        normalize = data.get("normalize", "unit_power")
+        _need(
+            normalize in ("unit_power", "none"),
+            "data.normalize",
+            f"must be 'unit_power' or 'none' for features, got {normalize!r}",
+        )
     else:  # blobs
         for field in ("n", "dim", "n_clusters"):
             _need(data[field] > 0, f"data.{field}", f"must be > 0, got {data[field]}")

@@ -69,10 +69,11 @@ def test_target_distribution_with_global_frequencies_matches_full():
     np.testing.assert_allclose(chunk, full[10:25], rtol=1e-6)
 
 
+# Few distinct shapes (each new shape compiles), many values.
 arrays = st.tuples(
-    st.integers(2, 40),
-    st.integers(2, 8),
-    st.integers(1, 6),
+    st.sampled_from([2, 7, 40]),
+    st.sampled_from([2, 3, 8]),
+    st.sampled_from([1, 3, 6]),
     st.integers(0, 2**31),
     st.sampled_from([0.5, 1.0, 2.0, 10.0]),
 )

@@ -28,7 +28,7 @@ def load_vectors(data) -> Vectors:
     if data.name == "mnist":
         return load_mnist(data.path, data.get("normalize", "unit_power"))
     if data.name == "features":
-        return load_features(data.path)
+        return load_features(data.path, data.get("normalize", "unit_power"))
     if data.name == "blobs":
         return make_blobs(data.n, data.dim, data.n_clusters, data.seed, data.get("spread", 1.0))
     raise UserError(f"data.name={data.name!r} is not a vector dataset; known: {DATASETS}")
@@ -60,9 +60,15 @@ def load_mnist(path: str, normalize: str = "unit_power") -> Vectors:
     return Vectors(x, y, np.arange(len(x)).astype(str))
 
 
-def load_features(path: str) -> Vectors:
-    """Features written by the `extract` mode: a directory with features.npy [N, D] (memory-mapped),
-    ids.npy and, when labelled, labels.npy."""
+def load_features(path: str, normalize: str = "unit_power") -> Vectors:
+    """Features written by the `extract` mode: a directory with features.npy [N, D], ids.npy and,
+    when labelled, labels.npy.
+
+    normalize: 'unit_power' scales by one global constant so that mean_i |x_i|^2 / d = 1, the
+               DEC paper's normalisation (features of a randomly initialised Xception are ~1e-5,
+               ImageNet ones ~1); this loads the features into memory. 'none' keeps them as a
+               read-only memory map.
+    """
     path = os.path.abspath(os.path.expanduser(path))
     fpath = os.path.join(path, "features.npy")
     if not os.path.isfile(fpath):
@@ -86,7 +92,23 @@ def load_features(path: str) -> Vectors:
         with open(meta) as f:
             json.load(f)  # a truncated metadata file means a broken extraction: fail loudly
     check_finite(x, fpath, ids)
+    if normalize == "unit_power":
+        x = _unit_power(x)
+    elif normalize != "none":
+        raise UserError(f"data.normalize={normalize!r}: use 'unit_power' or 'none' for features")
     return Vectors(x, y, ids)
+
+
+def _unit_power(x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    """x * c with c chosen so that mean_i |x_i|^2 / d = 1 (computed in row chunks, float64)."""
+    sq = sum(
+        float(np.square(x[lo : lo + chunk], dtype=np.float64).sum())
+        for lo in range(0, len(x), chunk)
+    )
+    power = sq / x.size
+    if power == 0.0:
+        raise UserError("the features are all zero; nothing to cluster")
+    return np.asarray(x, np.float32) * np.float32(1.0 / np.sqrt(power))
 
 
 def check_finite(x: np.ndarray, fpath: str, ids=None, chunk: int = 4096) -> None:
