@@ -16,6 +16,11 @@ MODES = {
     "convert_weights": "galaxy_jax.modes.extract:run_convert_weights",  # Keras h5 -> Flax
     "extract": "galaxy_jax.modes.extract:run_extract",  # images -> 2048-d Xception features
     "build_dataset": "galaxy_jax.modes.data:run_build_dataset",  # TFDS / folder datasets
+    "sweep": "galaxy_jax.modes.sweep:run_sweep",  # variants x seeds of a config, resumable
+    "report": "galaxy_jax.modes.report:run_report",  # report.md + PNG figures from a sweep
+    "export": "galaxy_jax.modes.report:run_export",  # clusters.csv for labelling workflows
+    "supervised_ann": "galaxy_jax.modes.supervised:run_ann",  # MLP on frozen features
+    "supervised_cnn": "galaxy_jax.modes.supervised:run_cnn",  # Xception fine-tuned end to end
 }
 
 

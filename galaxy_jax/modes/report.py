@@ -1,0 +1,490 @@
+"""Modes `report` (sweep results -> report.md + PNG figures) and `export` (clusters -> CSV).
+
+report reads `config.sweep` (a sweep.jsonl written by the `sweep` mode) or `config.runs` (run
+workdirs, each with a results.json) and writes into its workdir:
+  report.md                       mean +- std over seeds of every variant's metrics
+  figures/<variant>_confusion.png contingency / confusion tables of the variant's first seed
+  figures/<variant>_embedding.png t-SNE of the embedding, coloured by cluster and by true label
+  figures/<variant>_montage.png   per cluster, its most and least confident galaxies
+  figures/<variant>_curves.png    losses, and the fraction of changed assignments per DEC update
+
+What a run directory may hold, and what each figure needs from it:
+  results.json       metrics (contingency tables), history (curves); required
+  assignments.npy    [N] int32 cluster of each row
+  q.npy              [N, K] float32 soft assignments (confidence = max q)
+  embedding.npy      [N, d] float32 DEC embedding; t-SNE falls back to q.npy without it
+  centres.npy        [K, d] float32 cluster centres in the embedding (export's distances)
+  ids.npy            [N] str row ids (optional; else the data's ids, e.g. the features dir's)
+Labels and ids come from the run's data (config.data); images, for the montage, from the image
+source of the `extract` run whose workdir is the features' data.path (its features_meta.json
+holds that config). A figure whose inputs are missing is skipped with a note in report.md.
+
+export writes <workdir>/clusters.csv: id, cluster, confidence, dist_0..dist_{K-1}, grouped by
+cluster and sorted by decreasing confidence within each, so a volunteer labels a cluster
+from its first (most representative) rows.
+"""
+
+from __future__ import annotations
+
+import csv
+import io as _io
+import json
+import os
+
+import numpy as np
+from absl import logging
+
+from galaxy_jax import io
+from galaxy_jax.errors import UserError
+from galaxy_jax.train_utils import prepare_workdir
+
+# Metrics summarised in report.md, in this column order, where a run's results have them.
+SUMMARY_KEYS = ("acc", "acc_dominant", "nmi", "ari", "accuracy", "roc_auc")
+# The metrics section whose tables and files the figures describe, first one present wins.
+PRIMARY_SECTIONS = ("dec", "kmeans_embedding", "kmeans_input", "test", "val")
+
+
+# ----------------------------------------------------------------------------- reading runs
+
+
+def read_sweep(path: str) -> list[dict]:
+    """The runs of a sweep.jsonl: [{'variant', 'seed', 'workdir', 'metrics', ...}].
+
+    A later line for the same (variant, seed) replaces an earlier one; an unparseable line
+    (a torn write) is skipped with a warning.
+    """
+    path = os.path.expanduser(path)
+    if not os.path.isfile(path):
+        raise UserError(f"no sweep file {path}: run the sweep mode first, or set config.runs")
+    runs = {}
+    with open(path) as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                runs[(r["variant"], int(r["seed"]))] = r
+            except (ValueError, KeyError, TypeError) as e:
+                logging.warning("%s line %d is unreadable (%s); skipped.", path, n, e)
+    if not runs:
+        raise UserError(f"{path} lists no runs")
+    return list(runs.values())
+
+
+def read_runs(workdirs) -> list[dict]:
+    """Runs from their workdirs; the variant is the workdir's parent name if it is `seed<N>`."""
+    runs = []
+    for w in workdirs:
+        w = os.path.abspath(os.path.expanduser(w))
+        results = _results(w)
+        base = os.path.basename(w)
+        variant = os.path.basename(os.path.dirname(w)) if base.startswith("seed") else base
+        runs.append(
+            {
+                "variant": variant,
+                "seed": results.get("seed", 0),
+                "workdir": w,
+                "metrics": results.get("metrics", {}),
+            }
+        )
+    return runs
+
+
+def _results(workdir: str) -> dict:
+    path = os.path.join(workdir, "results.json")
+    if not os.path.isfile(path):
+        raise UserError(f"no results.json in {workdir}: that run has not finished")
+    with open(path) as f:
+        return json.load(f)
+
+
+def by_variant(runs) -> dict[str, list[dict]]:
+    """{variant: runs sorted by seed}, variants in order of first appearance."""
+    out: dict[str, list[dict]] = {}
+    for r in runs:
+        out.setdefault(r["variant"], []).append(r)
+    return {v: sorted(rs, key=lambda r: r["seed"]) for v, rs in out.items()}
+
+
+def summarise(runs) -> list[dict]:
+    """One row per (variant, metrics section): n seeds, and (mean, std) of each SUMMARY_KEYS.
+
+    std is the sample standard deviation (ddof=1); 0 for a single seed.
+    """
+    rows = []
+    for variant, rs in by_variant(runs).items():
+        sections = []
+        for r in rs:
+            sections += [s for s in r.get("metrics", {}) if s not in sections]
+        for section in sections:
+            row = {"variant": variant, "section": section, "n": 0, "stats": {}}
+            for key in SUMMARY_KEYS:
+                vals = [
+                    r["metrics"][section][key]
+                    for r in rs
+                    if isinstance(r.get("metrics", {}).get(section, {}).get(key), (int, float))
+                ]
+                if vals:
+                    v = np.asarray(vals, np.float64)
+                    std = float(v.std(ddof=1)) if len(v) > 1 else 0.0
+                    row["stats"][key] = (float(v.mean()), std)
+                    row["n"] = max(row["n"], len(v))
+            if row["stats"]:
+                rows.append(row)
+    return rows
+
+
+def markdown_table(rows) -> str:
+    keys = [k for k in SUMMARY_KEYS if any(k in r["stats"] for r in rows)]
+    lines = [
+        "| variant | metrics | seeds | " + " | ".join(keys) + " |",
+        "|---|---|---|" + "---|" * len(keys),
+    ]
+    for r in rows:
+        cells = [
+            f"{r['stats'][k][0]:.4f} ± {r['stats'][k][1]:.4f}" if k in r["stats"] else ""
+            for k in keys
+        ]
+        lines.append(f"| {r['variant']} | {r['section']} | {r['n']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------- run artefacts
+
+
+def _load_npy(workdir, name):
+    path = os.path.join(workdir, name)
+    return np.load(path) if os.path.isfile(path) else None
+
+
+def _config(results):
+    import ml_collections
+
+    return ml_collections.ConfigDict(results.get("config", {}))
+
+
+def run_labels_ids(results) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
+    """(labels [N] or None, ids [N] or None, features dir or None) of a run's data."""
+    data = results.get("config", {}).get("data", {})
+    if data.get("name") == "features":
+        path = os.path.abspath(os.path.expanduser(data.get("path", "")))
+        y, ids = _load_npy(path, "labels.npy"), _load_npy(path, "ids.npy")
+        return y, ids, path
+    if data.get("name") in ("blobs", "mnist"):
+        try:
+            from galaxy_jax.data.vectors import load_vectors
+
+            v = load_vectors(_config(results).data)
+            return v.y, v.ids, None
+        except (UserError, OSError) as e:
+            logging.warning("cannot reload the run's labels: %s", e)
+    return None, None, None
+
+
+def image_source_of(features_dir: str | None):
+    """The ImageSource the features in `features_dir` were extracted from, or (None, reason)."""
+    if not features_dir:
+        return None, "the run's data are not extracted image features"
+    meta = os.path.join(features_dir, "features_meta.json")
+    if not os.path.isfile(meta):
+        return None, f"no {meta}"
+    try:
+        import ml_collections
+
+        from galaxy_jax.data.sources import make_image_source
+
+        with open(meta) as f:
+            data = ml_collections.ConfigDict(json.load(f)["config"]["data"])
+        return make_image_source(data, report_path=os.devnull), ""
+    except (UserError, OSError, KeyError, ValueError) as e:
+        return None, f"the images of {features_dir} are not available ({e})"
+
+
+# ---------------------------------------------------------------------------------- figures
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only: no display, and safe from worker threads
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save_fig(fig, path):
+    plt = _pyplot()
+
+    buf = _io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    io.atomic_write_bytes(path, buf.getvalue())
+
+
+def _primary(metrics):
+    for s in PRIMARY_SECTIONS:
+        if s in metrics:
+            return s
+    return next(iter(metrics), None)
+
+
+def plot_confusion(results, path) -> str:
+    """Heat maps of every contingency / confusion table in results['metrics']."""
+    plt = _pyplot()
+
+    tables = [
+        (s, np.asarray(m.get("contingency", m.get("confusion"))))
+        for s, m in results.get("metrics", {}).items()
+        if isinstance(m, dict) and (m.get("contingency") or m.get("confusion"))
+    ]
+    if not tables:
+        return "no contingency tables in results.json"
+    fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.6), squeeze=False)
+    for ax, (section, t) in zip(axes[0], tables, strict=True):
+        ax.imshow(t, cmap="Blues")
+        for (i, j), v in np.ndenumerate(t):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+        supervised = "confusion" in results["metrics"][section]
+        ax.set_xlabel("true class")
+        ax.set_ylabel("predicted class" if supervised else "cluster")
+        ax.set_title(section)
+    _save_fig(fig, path)
+    return ""
+
+
+def plot_embedding(workdir, results, labels, path, max_points, seed, iters=1000) -> str:
+    """t-SNE of embedding.npy (else q.npy) on a seeded subsample, by cluster and by label."""
+    plt = _pyplot()
+    from sklearn.manifold import TSNE
+
+    z = _load_npy(workdir, "embedding.npy")
+    what = "embedding.npy"
+    if z is None:
+        z, what = _load_npy(workdir, "q.npy"), "q.npy (no embedding.npy)"
+    assign = _load_npy(workdir, "assignments.npy")
+    if z is None or assign is None:
+        return "no embedding.npy / q.npy and assignments.npy in the run"
+    n = len(z)
+    idx = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, max_points)])
+    perplexity = float(min(30.0, max(2.0, (len(idx) - 1) / 3.0)))
+    # Exact t-SNE is faster than Barnes-Hut below ~1000 points (whose threads also spin on a
+    # busy CPU); 250 iterations is sklearn's minimum.
+    xy = TSNE(
+        2,
+        perplexity=perplexity,
+        init="pca",
+        random_state=seed,
+        method="exact" if len(idx) <= 1000 else "barnes_hut",
+        max_iter=max(250, int(iters)),
+    ).fit_transform(np.asarray(z[idx], np.float32))
+    panels = [("cluster", assign[idx])]
+    if labels is not None and len(labels) == n:
+        panels.append(("true label", labels[idx]))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
+    for ax, (name, c) in zip(axes[0], panels, strict=True):
+        sc = ax.scatter(xy[:, 0], xy[:, 1], c=c, s=4, cmap="tab10")
+        ax.legend(*sc.legend_elements(), title=name, fontsize=7, loc="best")
+        ax.set_title(f"t-SNE of {what}: {name}")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    _save_fig(fig, path)
+    return ""
+
+
+def plot_montage(workdir, ids, features_dir, path, per_cluster) -> str:
+    """Per cluster (rows), its `per_cluster` most confident then least confident galaxies."""
+    plt = _pyplot()
+
+    q = _load_npy(workdir, "q.npy")
+    if q is None:
+        return "no q.npy in the run"
+    source, why = image_source_of(features_dir)
+    if source is None:
+        return why
+    if ids is None or len(ids) != len(q):
+        return "the run's ids do not match q.npy"
+    row_of = {str(i): k for k, i in enumerate(source.ids)}
+    conf, assign = q.max(1), q.argmax(1)
+    k_clusters = q.shape[1]
+    fig, axes = plt.subplots(
+        k_clusters,
+        2 * per_cluster,
+        figsize=(1.4 * 2 * per_cluster, 1.6 * k_clusters),
+        squeeze=False,
+    )
+    for k in range(k_clusters):
+        members = np.flatnonzero(assign == k)
+        order = members[np.argsort(-conf[members], kind="stable")]
+        most, least = order[:per_cluster], order[::-1][:per_cluster]  # least: lowest first
+        for j, ax in enumerate(axes[k]):
+            ax.axis("off")
+            pool, tag = (most, "most") if j < per_cluster else (least, "least")
+            jj = j % per_cluster
+            if jj >= len(pool):
+                continue
+            i = pool[jj]
+            src = row_of.get(str(ids[i]))
+            if src is None:
+                continue
+            ax.imshow(source.get([src])[0])
+            ax.set_title(f"c{k} {tag} {conf[i]:.2f}", fontsize=6)
+    _save_fig(fig, path)
+    return ""
+
+
+def plot_curves(results, path) -> str:
+    """Losses of every phase in results['history'], and DEC's changed-assignment fraction."""
+    plt = _pyplot()
+
+    hist = results.get("history") or {}
+    if not hist:
+        return "no history in results.json"
+    fig, (ax_loss, ax_delta) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for phase, h in hist.items():
+        if not h:
+            continue
+        if isinstance(h[0], dict):  # DEC: one entry per target update
+            pts = [(e["step"], e["loss"]) for e in h if e.get("loss") is not None]
+            if pts:
+                ax_loss.plot(*zip(*pts, strict=True), marker=".", label=f"{phase} (KL)")
+            steps = [e["step"] for e in h if "delta_label" in e]
+            deltas = [e["delta_label"] for e in h if "delta_label" in e]
+            ax_delta.plot(steps, deltas, marker=".", label="changed fraction")
+            if any("acc" in e for e in h):
+                ax_delta.plot(
+                    [e["step"] for e in h if "acc" in e],
+                    [e["acc"] for e in h if "acc" in e],
+                    marker=".",
+                    label="acc",
+                )
+        elif "acc" in phase:  # [[step, accuracy], ...] (supervised validation)
+            ax_delta.plot([s for s, _ in h], [v for _, v in h], marker=".", label=phase)
+        else:  # [[step, loss], ...]
+            ax_loss.plot([s for s, _ in h], [v for _, v in h], label=phase)
+    ax_loss.set_yscale("log")
+    ax_loss.set_xlabel("step")
+    ax_loss.set_title("training loss")
+    ax_loss.legend(fontsize=7)
+    ax_delta.set_xlabel("step")
+    ax_delta.set_title("DEC: changed assignments per target update; accuracy")
+    if ax_delta.get_legend_handles_labels()[0]:
+        ax_delta.legend(fontsize=7)
+    _save_fig(fig, path)
+    return ""
+
+
+# ------------------------------------------------------------------------------------- modes
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def run_report(config, workdir: str) -> str:
+    """Writes workdir/report.md and workdir/figures/*.png; returns the markdown."""
+    if config.get("sweep"):
+        runs = read_sweep(config.sweep)
+    elif config.get("runs"):
+        runs = read_runs(config.runs)
+    else:
+        raise UserError("set config.sweep (a sweep.jsonl) or config.runs (run workdirs)")
+    workdir = prepare_workdir(workdir)
+    fig_dir = os.path.join(workdir, "figures")
+    rows = summarise(runs)
+    md = [
+        f"# {config.get('title', 'Results')}",
+        "",
+        f"{len(runs)} runs. Mean ± sample std (ddof=1) over seeds; `seeds` counts the runs with "
+        "that metric. acc: Hungarian one-to-one accuracy; acc_dominant: each cluster's majority "
+        "label; accuracy / roc_auc: supervised.",
+        "",
+        markdown_table(rows) if rows else "_No metrics in the runs._",
+        "",
+    ]
+    for variant, rs in by_variant(runs).items():
+        r = rs[0]  # figures of the lowest seed: clusters are not aligned across seeds
+        w = r["workdir"]
+        md += [f"## {variant}", "", f"Figures from seed {r['seed']} (`{w}`).", ""]
+        try:
+            results = _results(w)
+        except UserError as e:
+            md += [f"_Skipped: {e}_", ""]
+            continue
+        labels, ids, features_dir = run_labels_ids(results)
+        if os.path.isfile(os.path.join(w, "ids.npy")):
+            ids = np.load(os.path.join(w, "ids.npy"))
+        name = _safe(variant)
+        figures = [
+            ("Confusion", "confusion", lambda p, res=results: plot_confusion(res, p)),
+            (
+                "Embedding (t-SNE)",
+                "embedding",
+                lambda p, w=w, res=results, y=labels, s=r["seed"]: plot_embedding(
+                    w, res, y, p, config.tsne_max_points, s, config.get("tsne_iters", 1000)
+                ),
+            ),
+            (
+                "Most / least confident per cluster",
+                "montage",
+                lambda p, w=w, ids=ids, fd=features_dir: plot_montage(
+                    w, ids, fd, p, config.montage_per_cluster
+                ),
+            ),
+            ("Training curves", "curves", lambda p, res=results: plot_curves(res, p)),
+        ]
+        for title, kind, fn in figures:
+            rel = os.path.join("figures", f"{name}_{kind}.png")
+            why = fn(os.path.join(fig_dir, os.path.basename(rel)))
+            md += [f"**{title}**: _skipped: {why}._" if why else f"![{title}]({rel})", ""]
+    text = "\n".join(md)
+    io.atomic_write_bytes(os.path.join(workdir, "report.md"), text.encode())
+    print(f"Wrote {os.path.join(workdir, 'report.md')} ({len(runs)} runs, {len(rows)} rows)")
+    return text
+
+
+def cluster_table(run_dir: str):
+    """(ids [N] str, cluster [N] int, confidence [N] float, distances [N, K] or None)."""
+    run_dir = os.path.abspath(os.path.expanduser(run_dir))
+    results = _results(run_dir)
+    q = _load_npy(run_dir, "q.npy")
+    if q is None:
+        raise UserError(f"no q.npy in {run_dir}: export needs a finished DEC run")
+    assign = q.argmax(1)
+    ids = _load_npy(run_dir, "ids.npy")  # the run's own ids if it wrote them, else its data's
+    if ids is None:
+        _, ids, _ = run_labels_ids(results)
+    if ids is None or len(ids) != len(q):
+        ids = np.arange(len(q)).astype(str)
+    z, centres = _load_npy(run_dir, "embedding.npy"), _load_npy(run_dir, "centres.npy")
+    dist = None
+    if z is not None and centres is not None:
+        if z.shape[0] != len(q) or centres.shape != (q.shape[1], z.shape[1]):
+            raise UserError(
+                f"{run_dir}: embedding.npy {z.shape}, centres.npy {centres.shape} and q.npy "
+                f"{q.shape} disagree (expected [N, d], [K, d], [N, K])"
+            )
+        z64, c64 = np.asarray(z, np.float64), np.asarray(centres, np.float64)
+        dist = np.sqrt(np.maximum(((z64[:, None, :] - c64[None]) ** 2).sum(-1), 0.0))
+    else:
+        logging.warning("%s has no embedding.npy + centres.npy: no distance columns.", run_dir)
+    return np.asarray(ids).astype(str), assign, q.max(1), dist
+
+
+def run_export(config, workdir: str) -> str:
+    """Writes workdir/clusters.csv from the DEC run in config.run; returns its path."""
+    if not config.get("run"):
+        raise UserError("set config.run to the workdir of a finished DEC run")
+    ids, assign, conf, dist = cluster_table(config.run)
+    workdir = prepare_workdir(workdir)
+    order = np.lexsort((np.arange(len(ids)), -conf, assign))  # cluster, then confidence desc
+    buf = _io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    k = 0 if dist is None else dist.shape[1]
+    w.writerow(["id", "cluster", "confidence"] + [f"dist_{j}" for j in range(k)])
+    for i in order:
+        extra = [] if dist is None else [f"{d:.6g}" for d in dist[i]]
+        w.writerow([ids[i], int(assign[i]), f"{conf[i]:.6f}", *extra])
+    path = os.path.join(workdir, config.get("filename", "clusters.csv"))
+    io.atomic_write_bytes(path, buf.getvalue().encode())
+    print(f"Wrote {path}: {len(ids)} rows, {int(assign.max(initial=-1)) + 1} clusters")
+    return path

@@ -1,0 +1,435 @@
+"""Supervised references (seed paper, section 4.1): modes `supervised_ann` and `supervised_cnn`.
+
+supervised_ann: an MLP (ReLU layers, sigmoid output, binary cross-entropy, Adam) on frozen
+  feature vectors: the `extract` mode's output (data.name='features'), or any vector dataset.
+supervised_cnn: Xception (ImageNet, random or a weights file) fine-tuned end to end with a
+  sigmoid head, BCE, Adam and the training augmentations of galaxy_jax.data.preprocess. Batch
+  norm statistics are updated in training (mutable batch_stats) and used frozen in evaluation.
+  Data-parallel over all devices: the batch is sharded along mesh axis 'data', the state is
+  replicated.
+
+Both split the labelled rows (label >= 0; the labels must be 0/1) into train / val / test,
+stratified by class, with `split.seed` (fixed across training seeds, so seeds vary only the
+training). Workdir:
+  ckpt/            Orbax checkpoints (resume: this run's checkpoint, then the pretrained
+                   weights, then a fresh initialisation); ckpt/history.json the logged losses
+  results.json     metrics.{val,test}: accuracy, roc_auc, confusion [[TN, FN], [FP, TP]]
+                   (rows predicted 0/1, columns true 0/1), n; history; split sizes
+  predictions.npz  probabilities and labels of the val and test rows, with their ids
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import io as _io
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from absl import logging
+from flax.training import train_state
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from sklearn import metrics as skm
+from tqdm.auto import tqdm
+
+from galaxy_jax import io, preemption, weights
+from galaxy_jax.checkpoint import Checkpointer
+from galaxy_jax.data.preprocess import augment, preprocess
+from galaxy_jax.errors import UserError
+from galaxy_jax.models.heads import MLPHead, XceptionBinary
+from galaxy_jax.models.xception import MIN_SIZE
+from galaxy_jax.train_utils import (
+    BatchSampler,
+    FiniteGuard,
+    check_run_config,
+    prepare_workdir,
+    write_results,
+)
+
+SPLITS = ("train", "val", "test")
+# What the checkpoints depend on (checked by check_run_config on resume).
+RUN_FIELDS = ("seed", "data", "split", "model", "optim", "weights", "augment")
+
+
+class State(train_state.TrainState):
+    batch_stats: Any = None  # Xception's running statistics; None for the MLP
+
+
+# ------------------------------------------------------------------------- data and metrics
+
+
+def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed: int) -> dict:
+    """{'train', 'val', 'test'}: sorted row indices of the labelled rows (y >= 0), stratified.
+
+    y: [N] int labels, -1 unknown (left out of every split).
+    """
+    if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
+        raise UserError(
+            f"split fractions val={val_fraction}, test={test_fraction} must be in [0, 1) with "
+            "a sum below 1"
+        )
+    rng = np.random.default_rng([int(seed), 20260])
+    parts = {s: [] for s in SPLITS}
+    for c in np.unique(y[y >= 0]):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        n_test = int(round(len(idx) * test_fraction))
+        n_val = int(round(len(idx) * val_fraction))
+        parts["test"].append(idx[:n_test])
+        parts["val"].append(idx[n_test : n_test + n_val])
+        parts["train"].append(idx[n_test + n_val :])
+    out = {
+        s: np.sort(np.concatenate(p)).astype(np.int64) if p else np.zeros(0, np.int64)
+        for s, p in parts.items()
+    }
+    if len(out["train"]) == 0:
+        raise UserError("no labelled training rows: the supervised modes need labels")
+    return out
+
+
+def check_binary(y, what: str) -> np.ndarray:
+    if y is None:
+        raise UserError(f"{what} has no labels; the supervised modes need labels 0/1")
+    y = np.asarray(y, np.int32)
+    known = np.unique(y[y >= 0])
+    if not set(known.tolist()) <= {0, 1}:
+        raise UserError(f"{what}: labels {known.tolist()}; the supervised heads are binary (0/1)")
+    return y
+
+
+def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> dict:
+    """accuracy, ROC AUC (None with one class present), confusion [pred][true], n."""
+    y = np.asarray(y, np.int64)
+    pred = (np.asarray(prob) >= threshold).astype(np.int64)
+    confusion = np.zeros((2, 2), np.int64)
+    np.add.at(confusion, (pred, y), 1)
+    auc = float(skm.roc_auc_score(y, prob)) if len(np.unique(y)) == 2 else None
+    return {
+        "accuracy": float((pred == y).mean()) if len(y) else None,
+        "roc_auc": auc,
+        "confusion": confusion.tolist(),
+        "n": int(len(y)),
+        "threshold": threshold,
+    }
+
+
+def _bce(logits, y):
+    return optax.sigmoid_binary_cross_entropy(logits, y.astype(jnp.float32)).mean()
+
+
+# ------------------------------------------------------------------------------------- steps
+
+
+def ann_train_step(state: State, x, y, key, *, model: MLPHead):
+    """One Adam step of BCE on x: [B, D] float32, y: [B] int 0/1. Returns (state, loss)."""
+    rngs = {"dropout": jax.random.fold_in(key, state.step)}
+
+    def loss_fn(params):
+        return _bce(model.apply({"params": params}, x, train=True, rngs=rngs), y)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.params)
+    return state.apply_gradients(grads=grads), loss
+
+
+def cnn_train_step(state: State, images, y, key, *, model, crop_size, image_size, aug):
+    """One step on images: [B, H, W, 3] uint8 (preprocessed and augmented here), y: [B] 0/1.
+
+    Batch norm runs in training mode, and its updated running statistics go into the state.
+    """
+    x = preprocess(images, crop_size=crop_size, image_size=image_size)
+    x = augment(jax.random.fold_in(key, state.step), x, **aug)
+
+    def loss_fn(params):
+        logits, updates = model.apply(
+            {"params": params, "batch_stats": state.batch_stats},
+            x,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return _bce(logits, y), updates["batch_stats"]
+
+    (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+    return state.apply_gradients(grads=grads).replace(batch_stats=batch_stats), loss
+
+
+def cnn_predict(variables, images, *, model, crop_size, image_size):
+    """[B] sigmoid probabilities; batch norm uses the running statistics (eval mode)."""
+    x = preprocess(images, crop_size=crop_size, image_size=image_size)
+    return jax.nn.sigmoid(model.apply(variables, x, train=False))
+
+
+# ---------------------------------------------------------------------------- training loop
+
+
+def _fit(config, state, step_fn, batch_fn, ckpt, eval_fn=None):
+    """Trains state.step -> config.optim.steps; returns (state, history).
+
+    history: {'train_loss': [[step, loss]], 'val_accuracy': [[step, acc]]}, kept across resumes
+    in ckpt/history.json (written before each checkpoint, trimmed to the restored step).
+    """
+    total = int(config.optim.steps)
+    hist_path = os.path.join(ckpt.directory, "history.json")
+    start = int(state.step)
+    history = {"train_loss": [], "val_accuracy": []}
+    if os.path.isfile(hist_path):
+        with open(hist_path) as f:
+            saved = json.load(f)
+        history = {k: [h for h in saved.get(k, []) if h[0] <= start] for k in history}
+    guard = FiniteGuard(config.mode)
+    bar = tqdm(range(start, total), initial=start, total=total, desc=config.mode, disable=None)
+    for i in bar:
+        state, loss = step_fn(state, *batch_fn(i))
+        step = i + 1
+        guard.update(loss, step)
+        if step % config.log_every == 0 or step == total:  # the only host syncs of the loop
+            guard.check(step)
+            history["train_loss"].append([step, float(loss)])
+            bar.set_postfix(loss=f"{history['train_loss'][-1][1]:.4g}")
+        if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
+            history["val_accuracy"].append([step, eval_fn(state)["accuracy"]])
+        stop = preemption.requested()
+        if step % config.checkpoint_every == 0 or step == total or stop:
+            guard.check(step)
+            io.atomic_write_json(hist_path, history)
+            ckpt.save(step, state, wait=stop or step == total)
+        if stop:
+            ckpt.close()
+            raise preemption.Preempted(f"{config.mode} stopped at step {step}; checkpoint saved")
+    bar.close()
+    return state, history
+
+
+def _finish(config, workdir, mode, ids, y, splits, predict, history, wall, t0):
+    """Evaluates val and test, writes predictions.npz and results.json."""
+    metrics, arrays = {}, {}
+    for s in ("val", "test"):
+        idx = splits[s]
+        if len(idx) == 0:
+            continue
+        prob = predict(idx)
+        metrics[s] = binary_metrics(y[idx], prob)
+        arrays.update({f"{s}_ids": np.asarray(ids)[idx], f"{s}_prob": prob, f"{s}_y": y[idx]})
+        m = metrics[s]
+        print(f"{mode} {s}: accuracy={m['accuracy']:.4f} roc_auc={m['roc_auc']} n={m['n']}")
+    buf = _io.BytesIO()
+    np.savez(buf, **arrays)
+    io.atomic_write_bytes(os.path.join(workdir, "predictions.npz"), buf.getvalue())
+    wall["total"] = time.time() - t0
+    return write_results(
+        workdir,
+        config,
+        mode=mode,
+        metrics=metrics,
+        history=history,
+        split_sizes={s: int(len(v)) for s, v in splits.items()},
+        wall_s=wall,
+    )
+
+
+def _chunks(idx: np.ndarray, size: int):
+    """Fixed-size chunks of idx, the last padded by repeating its last row: (chunk, n valid)."""
+    for lo in range(0, len(idx), size):
+        part = idx[lo : lo + size]
+        n = len(part)
+        yield np.concatenate([part, np.full(size - n, part[-1])]), n
+
+
+# -------------------------------------------------------------------------------------- ANN
+
+
+def run_ann(config, workdir: str) -> dict:
+    """MLP on frozen features; see the module docstring."""
+    from galaxy_jax.data.vectors import load_vectors
+
+    t0 = time.time()
+    data = load_vectors(config.data)
+    y = check_binary(data.y, f"data {config.data.get('path', config.data.name)}")
+    splits = split_indices(
+        y, config.split.val_fraction, config.split.test_fraction, config.split.seed
+    )
+    workdir = prepare_workdir(workdir)
+    check_run_config(os.path.join(workdir, "ckpt"), config, RUN_FIELDS)
+    x = np.asarray(data.x, np.float32)
+    if config.standardize:  # train-split statistics only: no information from val / test
+        mu = x[splits["train"]].mean(0)
+        sd = x[splits["train"]].std(0) + 1e-6
+        x = (x - mu) / sd
+
+    model = MLPHead(tuple(config.model.hidden), config.model.dropout)
+    root = jax.random.PRNGKey(config.seed)
+    init_key, dropout_key = jax.random.split(root)
+    params = model.init(init_key, jnp.zeros((1, x.shape[1]), jnp.float32))["params"]
+    tx = optax.adam(config.optim.lr)
+    state = State.create(apply_fn=model.apply, params=params, tx=tx)
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt"))
+    _, state = ckpt.restore(state)  # this run's checkpoint, else the fresh initialisation
+
+    step_fn = jax.jit(functools.partial(ann_train_step, model=model), donate_argnums=(0,))
+    logits_fn = jax.jit(lambda p, xb: jax.nn.sigmoid(model.apply({"params": p}, xb)))
+    train_idx = splits["train"]
+    sampler = BatchSampler(len(train_idx), config.optim.batch_size, seed=config.seed)
+
+    def batch_fn(i):
+        idx = train_idx[sampler(i)]
+        return jnp.asarray(x[idx]), jnp.asarray(y[idx]), dropout_key
+
+    def predict_params(params, idx):
+        out = [np.asarray(logits_fn(params, x[c]))[:n] for c, n in _chunks(idx, 4096)]
+        return np.concatenate(out)
+
+    def eval_fn(state):
+        return binary_metrics(y[splits["val"]], predict_params(state.params, splits["val"]))
+
+    wall = {}
+    t1 = time.time()
+    state, history = _fit(
+        config, state, step_fn, batch_fn, ckpt, eval_fn if len(splits["val"]) else None
+    )
+    ckpt.close()
+    wall["train"] = time.time() - t1
+    return _finish(
+        config,
+        workdir,
+        "supervised_ann",
+        data.ids,
+        y,
+        splits,
+        lambda idx: predict_params(state.params, idx),
+        history,
+        wall,
+        t0,
+    )
+
+
+# -------------------------------------------------------------------------------------- CNN
+
+
+def _cnn_variables(config, model, image_size):
+    """{'params', 'batch_stats'}: the backbone from config.weights, a fresh head (numpy)."""
+    loaded = weights.load_weights(
+        config.weights,
+        include_top=False,
+        weights_path=config.weights_path,
+        cache_dir=config.cache_dir,
+        download=config.download,
+        seed=config.seed,
+    )
+    rng = np.random.default_rng([config.seed, 1])
+    limit = np.sqrt(6.0 / (2048 + 1))  # Glorot uniform, as Keras' Dense
+    variables = {
+        "params": {
+            "backbone": loaded.variables["params"],
+            "head": {
+                "kernel": rng.uniform(-limit, limit, (2048, 1)).astype(np.float32),
+                "bias": np.zeros((1,), np.float32),
+            },
+        },
+        "batch_stats": {"backbone": loaded.variables["batch_stats"]},
+    }
+    x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
+    template = weights.flatten(jax.eval_shape(model.init, jax.random.key(0), x))
+    weights.check_flat(weights.flatten(variables), template, what="of the CNN")
+    return variables, loaded.description
+
+
+def run_cnn(config, workdir: str) -> dict:
+    """Xception fine-tuned end to end; see the module docstring."""
+    from galaxy_jax.data.sources import make_image_source
+    from galaxy_jax.modes.extract import DTYPES, data_mesh
+
+    t0 = time.time()
+    d = config.data
+    if d.image_size < MIN_SIZE:
+        raise UserError(f"data.image_size must be at least {MIN_SIZE}, got {d.image_size}")
+    workdir = prepare_workdir(workdir)
+    source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))
+    y = check_binary(source.labels, f"dataset {d.name}")
+    splits = split_indices(
+        y, config.split.val_fraction, config.split.test_fraction, config.split.seed
+    )
+    check_run_config(os.path.join(workdir, "ckpt"), config, RUN_FIELDS)
+
+    mesh = data_mesh()
+    n_dev = mesh.devices.size
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    batch_size = -(-int(config.optim.batch_size) // n_dev) * n_dev
+    eval_batch = -(-int(config.eval_batch_size) // n_dev) * n_dev
+    model = XceptionBinary(dtype=DTYPES[config.dtype])
+    ckpt = Checkpointer(os.path.join(workdir, "ckpt"))
+    # Resume order: this run's checkpoint, then the pretrained backbone (config.weights: imagenet,
+    # a file, or random for a scratch run) with a fresh head.
+    variables, description = _cnn_variables(config, model, d.image_size)
+    tx = optax.adam(config.optim.lr)
+    state = State.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=tx,
+        batch_stats=variables["batch_stats"],
+    )
+    step, state = ckpt.restore(state)
+    if step is None:
+        logging.info("CNN backbone from %s", description)
+    state = jax.device_put(state, replicated)
+
+    sizes = dict(crop_size=int(d.crop_size) or None, image_size=int(d.image_size))
+    aug = {k: float(v) for k, v in config.augment.items()}
+    step_fn = jax.jit(
+        functools.partial(cnn_train_step, model=model, aug=aug, **sizes), donate_argnums=(0,)
+    )
+    predict_fn = jax.jit(functools.partial(cnn_predict, model=model, **sizes))
+    key = jax.device_put(jax.random.fold_in(jax.random.PRNGKey(config.seed), 2), replicated)
+    train_idx = splits["train"]
+    sampler = BatchSampler(len(train_idx), batch_size, seed=config.seed)
+    pool = concurrent.futures.ThreadPoolExecutor(1)  # decodes batch i+1 during step i
+    pending = {}
+
+    def fetch(i):
+        idx = train_idx[sampler(i)]
+        return np.asarray(source.get(idx)), y[idx]
+
+    def batch_fn(i):
+        future = pending.pop(i, None) or pool.submit(fetch, i)
+        if i + 1 < config.optim.steps:
+            pending[i + 1] = pool.submit(fetch, i + 1)
+        images, labels = future.result()
+        return jax.device_put(images, sharded), jax.device_put(labels, sharded), key
+
+    def predict(state, idx):
+        v = {"params": state.params, "batch_stats": state.batch_stats}
+        out = []
+        for chunk, n in _chunks(idx, eval_batch):
+            images = jax.device_put(np.asarray(source.get(chunk)), sharded)
+            out.append(np.asarray(predict_fn(v, images))[:n])
+        return np.concatenate(out)
+
+    def eval_fn(state):
+        return binary_metrics(y[splits["val"]], predict(state, splits["val"]))
+
+    wall = {}
+    t1 = time.time()
+    try:
+        state, history = _fit(
+            config, state, step_fn, batch_fn, ckpt, eval_fn if len(splits["val"]) else None
+        )
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    ckpt.close()
+    wall["train"] = time.time() - t1
+    return _finish(
+        config,
+        workdir,
+        "supervised_cnn",
+        source.ids,
+        y,
+        splits,
+        lambda idx: predict(state, idx),
+        history,
+        wall,
+        t0,
+    )

@@ -1,0 +1,176 @@
+"""Mode `sweep`: every (variant, seed) of an experiment, in this process, resumable.
+
+The sweep config names a base config (`base`, e.g. 'galaxy_dec' or 'mnist_dec:smoke', a module
+of configs/ plus its optional get_config argument), a list of `variants` and the `seeds`. Each
+variant is a dict: `name`, optionally `config` (another base for this variant only, so a sweep
+can set k-means beside DEC) and dotted overrides such as {'dec.alpha': 2.0}. The run of
+(variant, seed) has the workdir <workdir>/<variant>/seed<N> and config.seed = N.
+
+Resuming: a run whose results.json exists is done and is not run again (even if the sweep
+config has changed since: use a new workdir for a changed sweep); a run that was cut
+short resumes from its own checkpoints (the modes resume themselves). After each run one JSON
+line goes to <workdir>/sweep.jsonl, written with a single O_APPEND write so that concurrent or
+interrupted sweeps never interleave half lines; a done run with no line (killed between the two
+writes) gets its line on the next pass. A preempted run propagates `preemption.Preempted`.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib
+import json
+import os
+import re
+import time
+
+from absl import logging
+
+from galaxy_jax import io, modes
+from galaxy_jax.errors import UserError
+from galaxy_jax.train_utils import prepare_workdir
+
+SWEEP_FILE = "sweep.jsonl"
+
+
+def load_config(spec: str):
+    """'mnist_dec', 'mnist_dec:smoke' or 'configs/mnist_dec.py:smoke' -> its ConfigDict."""
+    name, _, arg = str(spec).partition(":")
+    name = os.path.splitext(os.path.basename(name))[0]
+    try:
+        module = importlib.import_module(f"configs.{name}")
+    except ImportError as e:
+        raise UserError(f"sweep base {spec!r}: no config module configs/{name}.py ({e})") from e
+    return module.get_config(arg or None)
+
+
+def apply_overrides(config, overrides: dict):
+    """Sets dotted fields ({'dec.alpha': 2.0}) on `config` in place; unknown fields raise."""
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = config
+        for p in parents:
+            if p not in node:
+                raise UserError(f"override {key!r}: the config has no section {p!r}")
+            node = node[p]
+        if leaf not in node:
+            raise UserError(f"override {key!r}: the config has no field {leaf!r}")
+        if isinstance(node[leaf], tuple) and isinstance(value, list):
+            value = tuple(value)
+        try:
+            node[leaf] = value
+        except TypeError as e:
+            raise UserError(f"override {key!r}={value!r}: {e}") from e
+    return config
+
+
+def parse_common(text: str) -> dict:
+    """'data.path=workdirs/f,dec.maxiter=100' -> {'data.path': 'workdirs/f', 'dec.maxiter': 100}.
+
+    Values are Python literals where they parse as one, else strings.
+    """
+    out = {}
+    # Split at commas that start a new FIELD=, so values may hold commas: 'sae.dims=(8,4)'.
+    items = re.split(r",\s*(?=[\w.]+\s*=)", str(text or ""))
+    for item in filter(None, (t.strip() for t in items)):
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"sweep common override {item!r}: use FIELD=VALUE")
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
+def run_configs(sweep_config):
+    """[(variant name, seed, base, overrides, config)] of the sweep, in run order (variant-major).
+
+    Overrides: sweep_config.common (for every variant) and then the variant's own.
+    """
+    out, names = [], set()
+    common = parse_common(sweep_config.get("common", ""))
+    for v in sweep_config.variants:
+        v = {**common, **dict(v)}
+        name = v.pop("name", None)
+        if not name or "/" in name or name in names:
+            raise UserError(f"each sweep variant needs a unique name without '/': {name!r}")
+        names.add(name)
+        base = v.pop("config", sweep_config.base)
+        for seed in sweep_config.seeds:
+            config = apply_overrides(load_config(base), v)
+            if config.mode == "sweep":
+                raise UserError(f"variant {name!r}: a sweep cannot run a sweep")
+            config.seed = int(seed)
+            out.append((name, int(seed), base, v, config))
+    return out
+
+
+def _done_lines(path: str) -> set:
+    done = set()
+    if os.path.isfile(path):
+        with open(path) as f:
+            for line in f:
+                try:
+                    r = json.loads(line)
+                    done.add((r["variant"], int(r["seed"])))
+                except (ValueError, KeyError, TypeError):
+                    continue  # a torn line: that run gets a fresh one
+    return done
+
+
+def append_line(path: str, record: dict) -> None:
+    """One JSON line, appended with a single write (atomic for lines this short)."""
+    data = (json.dumps(io._jsonable(record), sort_keys=True) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def run_sweep(config, workdir: str) -> list[dict]:
+    """Runs every (variant, seed) not yet done; returns the records of this sweep."""
+    runs = run_configs(config)  # every config resolves before anything runs
+    workdir = prepare_workdir(workdir)
+    path = os.path.join(workdir, SWEEP_FILE)
+    done = _done_lines(path)
+    records = []
+    for k, (name, seed, base, overrides, run_config) in enumerate(runs):
+        run_dir = os.path.join(workdir, name, f"seed{seed}")
+        results_path = os.path.join(run_dir, "results.json")
+        if os.path.isfile(results_path):
+            with open(results_path) as f:
+                results = json.load(f)
+            status = "done before"
+        else:
+            print(f"[{k + 1}/{len(runs)}] {name} seed {seed} -> {run_dir}")
+            t0 = time.time()
+            results = modes.get(run_config.mode)(run_config, run_dir)
+            results = dict(results or {}, sweep_wall_s=time.time() - t0)
+            status = "ran"
+        record = {
+            "variant": name,
+            "seed": seed,
+            "config": base,
+            "overrides": overrides,
+            "mode": run_config.mode,
+            "workdir": run_dir,
+            "metrics": _scalars(results.get("metrics", {})),
+            "wall_s": results.get("wall_s"),
+        }
+        if (name, seed) not in done:
+            append_line(path, record)
+            done.add((name, seed))
+        logging.info("sweep %s seed %d: %s", name, seed, status)
+        records.append(record)
+    print(f"Sweep done: {len(runs)} runs in {path}")
+    return records
+
+
+def _scalars(metrics: dict) -> dict:
+    """The metrics without their tables (those stay in each run's results.json)."""
+    return {
+        s: {k: v for k, v in m.items() if isinstance(v, (int, float))} if isinstance(m, dict) else m
+        for s, m in metrics.items()
+    }

@@ -1,0 +1,132 @@
+"""Supervised references: split, metrics, batch norm in the CNN step, and the smoke runs."""
+
+import functools
+import json
+import os
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from configs import supervised_ann, supervised_cnn
+from galaxy_jax import preemption
+from galaxy_jax.errors import UserError
+from galaxy_jax.modes import supervised
+
+
+def _read(workdir):
+    with open(os.path.join(workdir, "results.json")) as f:
+        return json.load(f)
+
+
+def test_split_is_stratified_disjoint_and_seeded():
+    y = np.asarray([0] * 40 + [1] * 20 + [-1] * 5, np.int32)
+    s = supervised.split_indices(y, 0.25, 0.25, seed=3)
+    assert sorted(np.concatenate(list(s.values())).tolist()) == list(range(60))
+    assert [int((y[s["val"]] == c).sum()) for c in (0, 1)] == [10, 5]
+    assert [int((y[s["test"]] == c).sum()) for c in (0, 1)] == [10, 5]
+    again = supervised.split_indices(y, 0.25, 0.25, seed=3)
+    assert all(np.array_equal(s[k], again[k]) for k in s)
+    other = supervised.split_indices(y, 0.25, 0.25, seed=4)
+    assert not np.array_equal(s["test"], other["test"])
+
+
+def test_binary_metrics_layout():
+    m = supervised.binary_metrics(
+        np.asarray([0, 0, 1, 1, 1]), np.asarray([0.1, 0.7, 0.9, 0.6, 0.2])
+    )
+    assert m["confusion"] == [[1, 1], [1, 2]]  # rows predicted 0/1, columns true 0/1
+    assert m["accuracy"] == pytest.approx(0.6)
+    assert m["roc_auc"] == pytest.approx(4 / 6)  # 4 of the 6 (pos, neg) pairs ordered
+
+
+class _TinyBN(nn.Module):
+    """Conv -> BatchNorm -> pool -> Dense: the CNN step's batch-norm handling, compiled fast."""
+
+    @nn.compact
+    def __call__(self, x, train=False):
+        x = nn.Conv(4, (3, 3))(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.5)(x)
+        return nn.Dense(1)(nn.relu(x).mean((1, 2)))[..., 0]
+
+
+def test_cnn_step_updates_batch_stats_and_eval_uses_them():
+    model = _TinyBN()
+    images = np.random.default_rng(0).integers(0, 255, (4, 12, 12, 3)).astype(np.uint8)
+    v = model.init(jax.random.key(0), jnp.zeros((1, 8, 8, 3)))
+    state = supervised.State.create(
+        apply_fn=model.apply, params=v["params"], tx=optax.adam(1e-3), batch_stats=v["batch_stats"]
+    )
+    sizes = dict(crop_size=None, image_size=8)
+    aug = dict(max_angle_deg=10.0, max_zoom=1.1, max_brightness=0.1)
+    step = jax.jit(functools.partial(supervised.cnn_train_step, model=model, aug=aug, **sizes))
+    new, loss = step(state, images, jnp.asarray([0, 1, 0, 1]), jax.random.key(1))
+    assert np.isfinite(float(loss)) and int(new.step) == 1
+    assert not np.allclose(new.batch_stats["BatchNorm_0"]["mean"], 0.0)  # stats were updated
+    predict = jax.jit(functools.partial(supervised.cnn_predict, model=model, **sizes))
+    variables = {"params": new.params, "batch_stats": new.batch_stats}
+    alone = predict(variables, images[[0, 0, 0, 0]])
+    mixed = predict(variables, images)
+    # Eval mode: an image's prediction does not depend on the rest of its batch.
+    np.testing.assert_allclose(alone[0], mixed[0], rtol=1e-5)
+
+
+def test_ann_smoke_resumes_to_the_same_result(tmp_path, monkeypatch):
+    config = supervised_ann.get_config("smoke")
+    full = _read_run(supervised.run_ann, config, str(tmp_path / "full"))
+    assert full["metrics"]["test"]["accuracy"] >= 0.9
+    assert set(full["metrics"]["val"]) >= {"accuracy", "roc_auc", "confusion", "n"}
+    calls = iter(range(1, 1000))
+    monkeypatch.setattr(preemption, "requested", lambda: next(calls) == 25)
+    with pytest.raises(preemption.Preempted):
+        supervised.run_ann(config, str(tmp_path / "cut"))
+    monkeypatch.setattr(preemption, "requested", lambda: False)
+    resumed = _read_run(supervised.run_ann, config, str(tmp_path / "cut"))
+    assert resumed["metrics"] == full["metrics"]
+    assert resumed["history"] == full["history"]
+
+
+def _read_run(fn, config, workdir):
+    fn(config, workdir)
+    return _read(workdir)
+
+
+def test_ann_needs_binary_labels(tmp_path):
+    config = supervised_ann.get_config("smoke")
+    config.data.n_clusters = 3
+    with pytest.raises(UserError, match="binary"):
+        supervised.run_ann(config, str(tmp_path))
+
+
+def test_cnn_smoke(tmp_path):
+    config = supervised_cnn.get_config("smoke")
+    r = _read_run(supervised.run_cnn, config, str(tmp_path))
+    assert r["split_sizes"] == {"train": 12, "val": 2, "test": 2}
+    assert [s for s, _ in r["history"]["train_loss"]] == [1, 2]
+    for split in ("val", "test"):
+        m = r["metrics"][split]
+        assert m["n"] == 2 and np.asarray(m["confusion"]).sum() == 2
+    with np.load(tmp_path / "predictions.npz") as p:
+        assert p["test_prob"].shape == (2,) and np.all(
+            (p["test_prob"] >= 0) & (p["test_prob"] <= 1)
+        )
+    assert os.path.isdir(tmp_path / "ckpt" / "2")
+    # The checkpoint restores into the initial state's structure, with trained batch statistics.
+    from galaxy_jax.checkpoint import Checkpointer
+    from galaxy_jax.models.heads import XceptionBinary
+
+    model = XceptionBinary()
+    variables, _ = supervised._cnn_variables(config, model, config.data.image_size)
+    init = supervised.State.create(
+        apply_fn=model.apply,
+        params=variables["params"],
+        tx=optax.adam(config.optim.lr),
+        batch_stats=variables["batch_stats"],
+    )
+    step, restored = Checkpointer(str(tmp_path / "ckpt")).restore(init)
+    assert step == 2 and int(restored.step) == 2
+    bn = restored.batch_stats["backbone"]["block1_conv1_bn"]["mean"]
+    assert not np.allclose(bn, variables["batch_stats"]["backbone"]["block1_conv1_bn"]["mean"])
