@@ -37,6 +37,15 @@ def test_dec_smoke_clusters_separated_blobs(uninterrupted):
     assert set(r["wall_s"]) >= {"sae/layer_0", "sae/finetune", "kmeans_init", "dec", "total"}
     assert r["config"]["mode"] == "dec" and "jax" in r["versions"]
     assert r["history"]["dec"][0]["step"] == 0
+    n, k, d = 600, 4, 4  # the smoke blobs: 600 points, 4 clusters, 4-d embedding
+    for name, shape in (
+        ("q", (n, k)),
+        ("embedding", (n, d)),
+        ("centres", (k, d)),
+        ("ids", (n,)),
+        ("assignments", (n,)),
+    ):
+        assert np.load(os.path.join(uninterrupted, f"{name}.npy")).shape == shape, name
 
 
 def test_adam_recipe_smoke(tmp_path):

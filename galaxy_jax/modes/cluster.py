@@ -3,7 +3,8 @@
 Workdir layout:
   sae/layer_<i>/, sae/finetune/   Orbax checkpoints of the autoencoder phases
   dec/                            Orbax checkpoints of DEC; dec/init.npz holds the k-means init
-  results.json, assignments.npy   written at the end (atomically)
+  results.json, assignments.npy, q.npy [N, K], embedding.npy [N, d], centres.npy [K, d],
+  ids.npy [N]                     written at the end (atomically)
 
 Resume order of every phase: this phase's own latest checkpoint, else the final params of the
 phase before it, else a fresh initialisation. A finished phase is restored, never redone.
@@ -284,6 +285,10 @@ def run_dec(config, workdir):
     y_pred = q.argmax(1).astype(np.int32)
     io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred)
     io.atomic_save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
+    # For the report (embedding map) and the export (distances to the centres).
+    io.atomic_save_npy(os.path.join(workdir, "embedding.npy"), embed(model, state.params["ae"], x))
+    io.atomic_save_npy(os.path.join(workdir, "centres.npy"), np.asarray(state.params["centres"]))
+    io.atomic_save_npy(os.path.join(workdir, "ids.npy"), np.asarray(data.ids).astype(str))
     if y is not None:
         results_metrics["dec"] = metrics.all_metrics(y, y_pred)
         _log_metrics("DEC", results_metrics["dec"])
