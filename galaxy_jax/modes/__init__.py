@@ -15,6 +15,7 @@ MODES = {
     "dec": "galaxy_jax.modes.cluster:run_dec",  # pretrain (or resume) + k-means init + DEC
     "convert_weights": "galaxy_jax.modes.extract:run_convert_weights",  # Keras h5 -> Flax
     "extract": "galaxy_jax.modes.extract:run_extract",  # images -> 2048-d Xception features
+    "morphology": "galaxy_jax.modes.morphology:run_morphology",  # CAS, Gini-M20, Sersic n
     "build_dataset": "galaxy_jax.modes.data:run_build_dataset",  # TFDS / folder datasets
     "sweep": "galaxy_jax.modes.sweep:run_sweep",  # variants x seeds of a config, resumable
     "report": "galaxy_jax.modes.report:run_report",  # report.md + PNG figures from a sweep

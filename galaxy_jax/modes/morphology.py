@@ -1,0 +1,271 @@
+"""Mode `morphology`: images -> a table of classical morphology (CAS, Gini-M20, ellipticity,
+Sersic n) per galaxy, measured by statmorph in parallel worker processes.
+
+Workdir (the clustering modes read the first four, like the output of `extract`):
+  features.npy          [N, F] float32, the columns of galaxy_jax.morphology.COLUMNS, z-scored;
+                        values that could not be measured are imputed with the column median
+  ids.npy               [N] str image ids
+  labels.npy            [N] int32, -1 where unknown; absent for an unlabelled dataset
+  features_meta.json    config, columns, medians/means/stds used, failure counts, versions
+  morphology.csv        every galaxy: id, label, raw (unscaled) columns, NaN where not measured,
+                        statmorph's flag and flag_sersic, ok, error, seconds
+  morphology_flags.npy  [N] int32 statmorph flag (0 good, 1 suspect, 2 bad, 4 catastrophic;
+                        -1 no galaxy segment, -2 statmorph raised)
+  morphology_shards/    resumable partial results (deleted once the table is written)
+
+No galaxy is dropped: a failed one keeps its row, flagged in morphology.csv and
+morphology_flags.npy, with imputed (median) values in features.npy.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import csv
+import functools
+import hashlib
+import io as _io
+import json
+import multiprocessing
+import os
+import shutil
+import time
+
+import numpy as np
+from absl import logging
+from tqdm.auto import tqdm
+
+from galaxy_jax import io, morphology
+from galaxy_jax.errors import UserError
+from galaxy_jax.train_utils import prepare_workdir, versions
+
+SHARD_DIR = "morphology_shards"
+_FIELDS = ("flag", "flag_sersic", "ok", "error", "seconds")
+
+
+def _measure_params(config) -> dict:
+    return dict(
+        asinh_stretch=float(config.asinh_stretch),
+        border=float(config.border),
+        crop_fraction=float(config.crop_fraction),
+        downsample=int(config.downsample),
+        threshold_sigma=float(config.threshold_sigma),
+        min_pixels=int(config.min_pixels),
+    )
+
+
+def _measure_chunk(get, indices, params) -> list[dict]:
+    """Worker: renders or decodes `indices` through `get` and measures each galaxy."""
+    images = np.asarray(get(np.asarray(indices)))
+    return [morphology.measure(im, **params) for im in images]
+
+
+def measure_source(
+    source, params: dict, *, workers: int = 0, chunk_size: int = 16, shard_dir=None, meta_hash=""
+):
+    """Measures every galaxy of `source` (an ImageSource); returns a list of N row dicts.
+
+    workers: processes (0 = os.cpu_count(); 1 = this process, no pool). Each task is one chunk of
+    `chunk_size` images, so the images travel as indices, not pixels. With `shard_dir`, each
+    finished chunk is saved there as JSON under `meta_hash`, and a re-run measures only the rest.
+    """
+    n = len(source)
+    chunks = [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
+    rows: dict[int, list] = {}
+    if shard_dir:
+        rows = _open_shards(shard_dir, meta_hash, chunks)
+        if rows:
+            logging.info("Resuming: %d of %d chunks already measured.", len(rows), len(chunks))
+    todo = [i for i in range(len(chunks)) if i not in rows]
+    work = functools.partial(_measure_chunk, source.get, params=params)
+    bar = tqdm(total=sum(chunks[i][1] - chunks[i][0] for i in todo), unit="img")
+
+    def finish(i, result):
+        rows[i] = result
+        if shard_dir:
+            io.atomic_write_json(_shard_path(shard_dir, i), {"rows": result})
+        bar.update(len(result))
+
+    workers = int(workers) or os.cpu_count() or 1
+    if workers == 1 or len(todo) <= 1:
+        for i in todo:
+            finish(i, work(range(*chunks[i])))
+    else:
+        # spawn, not fork: the parent may hold JAX's threads, which fork would copy mid-state.
+        ctx = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(workers, mp_context=ctx) as pool:
+            futures = {pool.submit(work, range(*chunks[i])): i for i in todo}
+            for f in concurrent.futures.as_completed(futures):
+                finish(futures[f], f.result())
+    bar.close()
+    return [r for i in range(len(chunks)) for r in rows[i]]
+
+
+def _shard_path(shard_dir, i):
+    return os.path.join(shard_dir, f"chunk_{i:06d}.json")
+
+
+def _open_shards(shard_dir, meta_hash, chunks) -> dict[int, list]:
+    meta_path = os.path.join(shard_dir, "meta.json")
+    old = None
+    if os.path.exists(meta_path):
+        with open(meta_path) as f:
+            old = json.load(f).get("meta_hash")
+    if old != meta_hash:
+        if os.path.isdir(shard_dir):
+            logging.warning("%s holds another config's measurements; starting over.", shard_dir)
+        shutil.rmtree(shard_dir, ignore_errors=True)
+        io.atomic_write_json(meta_path, {"meta_hash": meta_hash})
+        return {}
+    done = {}
+    for i, (s, e) in enumerate(chunks):
+        try:
+            with open(_shard_path(shard_dir, i)) as f:
+                result = json.load(f)["rows"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if len(result) == e - s:
+            done[i] = result
+    return done
+
+
+def feature_table(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, dict]:
+    """rows -> (raw [N, F] float64 with NaN where not measured, features [N, F] float32, stats).
+
+    features: NaN cells replaced by the column median of the measured values (0 if a column has
+    none), then each column z-scored (mean 0, std 1; std 1 kept for a constant column), so that
+    Gini (~0.5), M20 (~-2), C (~3) and n (~1-6) weigh alike in k-means and the autoencoder.
+    """
+    raw = np.array([[r[c] for c in morphology.COLUMNS] for r in rows], np.float64)
+    raw = raw.reshape(len(rows), len(morphology.COLUMNS))
+    missing = ~np.isfinite(raw)
+    medians = np.array(
+        [np.median(col[np.isfinite(col)]) if np.isfinite(col).any() else 0.0 for col in raw.T]
+    )
+    filled = np.where(missing, medians, raw)
+    mean, std = filled.mean(axis=0), filled.std(axis=0)
+    std = np.where(std > 0, std, 1.0)
+    features = ((filled - mean) / std).astype(np.float32)
+    stats = {
+        "median": dict(zip(morphology.COLUMNS, medians, strict=True)),
+        "mean": dict(zip(morphology.COLUMNS, mean, strict=True)),
+        "std": dict(zip(morphology.COLUMNS, std, strict=True)),
+        "num_imputed": dict(zip(morphology.COLUMNS, missing.sum(axis=0), strict=True)),
+    }
+    return raw, features, stats
+
+
+def _csv_bytes(ids, labels, class_names, raw, rows) -> bytes:
+    out = _io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["id", "label", "class", *morphology.COLUMNS, *_FIELDS])
+    for k, r in enumerate(rows):
+        label = -1 if labels is None else int(labels[k])
+        name = class_names[label] if 0 <= label < len(class_names) else ""
+        vals = ["nan" if not np.isfinite(v) else f"{v:.6g}" for v in raw[k]]
+        extra = [int(r["flag"]), int(r["flag_sersic"]), int(bool(r["ok"])), r["error"]]
+        w.writerow([ids[k], label, name, *vals, *extra, f"{r['seconds']:.3f}"])
+    return out.getvalue().encode()
+
+
+def run_morphology(config, workdir: str) -> np.ndarray:
+    """Writes the files listed in the module docstring; returns features [N, F] float32.
+
+    A re-run with the same config and images returns at once; an interrupted run resumes from
+    workdir/morphology_shards/.
+    """
+    from galaxy_jax.data.sources import make_image_source
+
+    try:
+        packages = morphology.check_installed()
+    except ImportError as e:
+        raise UserError(str(e)) from e
+    workdir = prepare_workdir(workdir)
+    source = make_image_source(
+        config.data, report_path=os.path.join(workdir, "bad_input_report.json")
+    )
+    if len(source) == 0:
+        raise UserError("the dataset is empty; nothing to measure")
+    params = _measure_params(config)
+    identity = {
+        "ids_sha256": hashlib.sha256("\n".join(map(str, source.ids)).encode()).hexdigest(),
+        "num_images": len(source),
+        "source_image_shape": list(source.image_shape),
+        "data": config.data.to_dict(),
+        "measure": params,
+        "columns": list(morphology.COLUMNS),
+        "packages": packages,
+    }
+    meta_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    meta_path = os.path.join(workdir, "features_meta.json")
+    feat_path = os.path.join(workdir, "features.npy")
+    if os.path.exists(meta_path) and os.path.exists(feat_path):
+        with open(meta_path) as f:
+            if json.load(f).get("meta_hash") == meta_hash:
+                logging.info("%s is up to date; nothing to do.", feat_path)
+                return np.load(feat_path)
+
+    start = time.time()
+    rows = measure_source(
+        source,
+        params,
+        workers=config.workers,
+        chunk_size=config.chunk_size,
+        shard_dir=os.path.join(workdir, SHARD_DIR),
+        meta_hash=meta_hash,
+    )
+    seconds = time.time() - start
+    raw, features, stats = feature_table(rows)
+    ok = np.array([bool(r["ok"]) for r in rows])
+    flags = np.array([int(r["flag"]) for r in rows], np.int32)
+
+    ids = np.asarray(source.ids).astype(str)
+    io.atomic_write_bytes(
+        os.path.join(workdir, "morphology.csv"),
+        _csv_bytes(ids, source.labels, source.class_names, raw, rows),
+    )
+    io.atomic_save_npy(os.path.join(workdir, "morphology_flags.npy"), flags)
+    io.atomic_save_npy(os.path.join(workdir, "ids.npy"), ids)
+    labels_path = os.path.join(workdir, "labels.npy")
+    if source.labels is not None:
+        io.atomic_save_npy(labels_path, np.asarray(source.labels, np.int32))
+    elif os.path.exists(labels_path):
+        os.remove(labels_path)
+    io.atomic_save_npy(feat_path, features)
+    per_image = [r["seconds"] for r in rows]
+    io.atomic_write_json(  # last: its hash marks the set complete
+        meta_path,
+        {
+            **identity,
+            "meta_hash": meta_hash,
+            "kind": "morphology",
+            "feature_dim": len(morphology.COLUMNS),
+            "class_names": list(source.class_names),
+            "normalisation": "median imputation of unmeasured values, then per-column z-score",
+            **stats,
+            "num_ok": int(ok.sum()),
+            "num_failed": int((~ok).sum()),
+            "flag_counts": {
+                str(k): int(v) for k, v in zip(*np.unique(flags, return_counts=True), strict=True)
+            },
+            "seconds": round(seconds, 2),
+            "seconds_per_image_median": round(float(np.median(per_image)), 3),
+            "workers": int(config.workers) or os.cpu_count(),
+            "config": config.to_dict(),
+            "versions": {**versions(), **packages},
+        },
+    )
+    shutil.rmtree(os.path.join(workdir, SHARD_DIR), ignore_errors=True)
+    if (~ok).any():
+        logging.warning(
+            "%d of %d galaxies not measured cleanly (flagged in morphology.csv, imputed in "
+            "features.npy), e.g. %s: %s",
+            (~ok).sum(),
+            len(ok),
+            ids[~ok][0],
+            rows[int(np.flatnonzero(~ok)[0])]["error"],
+        )
+    print(
+        f"Measured {len(ok)} galaxies ({int(ok.sum())} ok, {int((~ok).sum())} flagged) in "
+        f"{seconds:.0f} s -> {feat_path}, {os.path.join(workdir, 'morphology.csv')}"
+    )
+    return features
