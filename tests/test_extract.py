@@ -72,10 +72,10 @@ def test_resume_reuses_shards_and_rejects_foreign_ones(variables, tmp_path):
     src.get = lambda idx: (requested.append(np.asarray(idx).copy()), get(idx))[1]
     kw = dict(image_size=71, batch_size=2, shard_size=2, shard_dir=str(tmp_path), progress=False)
     full, _ = extract.extract_features(src, variables, meta_hash="a", **kw)
-    assert sorted(os.listdir(tmp_path)) == [
-        "meta.json", "shard_00000_of_00003.npy", "shard_00001_of_00003.npy",
-        "shard_00002_of_00003.npy",
-    ]  # fmt: skip
+    shards = [f"shard_{i:05d}_of_00003.npy" for i in range(3)]
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["meta.json", *shards, *(f"{s}.sha256" for s in shards)]
+    )  # each shard with its SHA-256
     os.remove(tmp_path / "shard_00001_of_00003.npy")  # as if interrupted there
     requested.clear()
     again, _ = extract.extract_features(src, variables, meta_hash="a", **kw)

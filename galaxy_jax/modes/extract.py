@@ -7,6 +7,12 @@ Workdir of `extract` (the clustering modes read the first four):
   features_meta.json    config, weights hash, input size, crop, TTA, dtype, versions
   feature_shards/       resumable partial results (deleted once features.npy is written)
 
+Interruptions (see `extract_features`): each shard is written atomically, its SHA-256 beside it
+first, so after a kill -9 a re-run keeps every complete shard and rebuilds, with a warning naming
+it, any shard that is missing, truncated, garbled or without its digest. SIGTERM/SIGINT stop at
+the next batch: the finished batches of the current shard are saved as a partial shard, and
+`preemption.Preempted` is raised (main.py exits 75); the re-run continues from that batch.
+
 Extraction is data-parallel over all devices through `jax.sharding`: the batch is split along
 mesh axis 'data', the weights are replicated, and one jitted function serves every batch (the
 last batch is padded to full size, so it compiles once per input shape).
@@ -17,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
+import io as _io
 import json
 import os
 import shutil
@@ -30,7 +37,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from galaxy_jax import io, weights
+from galaxy_jax import io, preemption, weights
 from galaxy_jax.data.preprocess import preprocess
 from galaxy_jax.data.source import ImageSource
 from galaxy_jax.errors import UserError
@@ -191,7 +198,10 @@ def extract_features(
       variables: Xception {'params', 'batch_stats'} without the top.
       batch_size: global batch, rounded up to a multiple of the number of devices.
       shard_dir: if set, each `shard_size` images are saved there as they finish, and shards
-        already there (under the same `meta_hash`) are reused, so an interrupted run resumes.
+        already there (under the same `meta_hash`, with a matching SHA-256) are reused, so an
+        interrupted run resumes. A stop request (galaxy_jax.preemption) is then honoured after
+        the current batch: the batches done of the current shard are saved as a partial shard
+        and Preempted is raised.
       meta_hash: identifies everything the features depend on; a shard_dir written under another
         hash is deleted and rebuilt, never reused.
       micro_batch: images per device per network pass inside a batch (see `pooled_features`);
@@ -219,14 +229,25 @@ def extract_features(
 
     n = len(source)
     shards = _shard_ranges(n, shard_size)
-    done = _open_shard_dir(shard_dir, meta_hash, n, shard_size) if shard_dir else set()
+    done, partial = (
+        _open_shard_dir(shard_dir, meta_hash, n, shard_size) if shard_dir else (set(), {})
+    )
     todo = [(i, s, e) for i, (s, e) in enumerate(shards) if i not in done]
-    if done:
-        logging.info("Resuming: %d of %d feature shards already written.", len(done), len(shards))
-
-    batches = [(i, b, min(e, b + batch_size)) for i, s, e in todo for b in range(s, e, batch_size)]
-    results: dict[int, list] = {i: [] for i, _, _ in todo}
-    bar = tqdm(total=sum(e - s for _, s, e in todo), unit="img", disable=not progress)
+    if done or partial:
+        logging.info(
+            "Resuming: %d of %d feature shards already written, %d partly.",
+            len(done),
+            len(shards),
+            len(partial),
+        )
+    # A partial shard holds whole batches from the shard's start, so the batch grid (and with it
+    # every padded batch the network sees) is that of an uninterrupted run.
+    begin = {i: s + (len(partial[i]) if i in partial else 0) for i, s, _ in todo}
+    batches = [
+        (i, b, min(e, b + batch_size)) for i, s, e in todo for b in range(begin[i], e, batch_size)
+    ]
+    results: dict[int, list] = {i: [partial[i]] if i in partial else [] for i, _, _ in todo}
+    bar = tqdm(total=sum(e - begin[i] for i, _, e in todo), unit="img", disable=not progress)
 
     def fetch(b, e):
         idx = np.arange(b, b + batch_size)
@@ -248,9 +269,22 @@ def extract_features(
             if e == shards[i][1]:  # shard complete
                 shard = np.concatenate(results.pop(i))
                 if shard_dir:
-                    io.atomic_save_npy(_shard_path(shard_dir, i, len(shards)), shard)
+                    path = _shard_path(shard_dir, i, len(shards))
+                    _save_shard(path, shard)
+                    _remove_shard(_partial_path(path))
                 else:
                     results[i] = [shard]
+            if shard_dir and preemption.requested() and k + 1 < len(batches):
+                if e < shards[i][1]:
+                    _save_shard(
+                        _partial_path(_shard_path(shard_dir, i, len(shards))),
+                        np.concatenate(results[i]),
+                    )
+                bar.close()
+                raise preemption.Preempted(
+                    f"extract stopped after image {e} of {n}; the finished batches are saved "
+                    f"under {shard_dir}"
+                )
     bar.close()
 
     if shard_dir:
@@ -265,12 +299,83 @@ def _shard_path(shard_dir, i, total):
     return os.path.join(shard_dir, f"shard_{i:05d}_of_{total:05d}.npy")
 
 
-def _open_shard_dir(shard_dir: str, meta_hash: str, n: int, shard_size: int) -> set[int]:
-    """Indices of valid shards already in `shard_dir`; clears it if written under another hash."""
+def _partial_path(shard_path: str) -> str:
+    """Where the first batches of an unfinished shard go on a stop request."""
+    return shard_path[: -len(".npy")] + ".partial.npy"
+
+
+def _digest_path(path: str) -> str:
+    return path + ".sha256"
+
+
+def _save_shard(path: str, array: np.ndarray) -> None:
+    """Writes the SHA-256 of the .npy bytes, then the .npy (both atomically): a complete shard
+    always has its digest, and a shard that does not match it is never loaded."""
+    buf = _io.BytesIO()
+    np.save(buf, np.ascontiguousarray(array, np.float32))
+    data = buf.getvalue()
+    io.atomic_write_bytes(_digest_path(path), hashlib.sha256(data).hexdigest().encode())
+    io.atomic_write_bytes(path, data)
+
+
+def _remove_shard(path: str) -> None:
+    for p in (path, _digest_path(path)):
+        if os.path.exists(p):
+            os.remove(p)
+
+
+def _load_shard(path: str, rows) -> np.ndarray | None:
+    """The [r, 2048] float32 array in `path` if it matches its digest and r is in `rows`; else
+    None, with a warning naming the file (it is then rebuilt)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+        with open(_digest_path(path)) as f:
+            expected = f.read().strip()
+    except OSError as e:
+        logging.warning("Ignoring feature shard %s (%s); rebuilding it.", path, e)
+        return None
+    if hashlib.sha256(data).hexdigest() != expected:
+        logging.warning(
+            "Ignoring feature shard %s: its bytes do not match the SHA-256 in %s (truncated or "
+            "garbled); rebuilding it.",
+            path,
+            _digest_path(path),
+        )
+        return None
+    array = np.load(_io.BytesIO(data))
+    if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != 2048:
+        logging.warning("Ignoring misshaped feature shard %s %s; rebuilding it.", path, array.shape)
+        return None
+    if array.shape[0] not in rows:
+        logging.warning("Ignoring feature shard %s of %d rows; rebuilding it.", path, len(array))
+        return None
+    return array
+
+
+def _remove_temporaries(directory: str, names=None) -> None:
+    """Deletes `io`'s temporaries (.tmp-*) left by a write that a kill -9 cut short."""
+    if not os.path.isdir(directory):
+        return
+    for name in sorted(os.listdir(directory)):
+        if name.startswith(".tmp-") and (names is None or any(name.endswith(m) for m in names)):
+            path = os.path.join(directory, name)
+            logging.warning("Removing %s: a file whose write was interrupted (never loaded).", path)
+            os.remove(path)
+
+
+def _open_shard_dir(shard_dir: str, meta_hash: str, n: int, shard_size: int):
+    """Shards already in `shard_dir`: (indices of the complete ones, {index: partial array}).
+
+    Clears the directory if it was written under another hash (or its meta.json is unreadable).
+    """
     meta_path = os.path.join(shard_dir, "meta.json")
     if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            old = json.load(f).get("meta_hash")
+        try:
+            with open(meta_path) as f:
+                old = json.load(f).get("meta_hash")
+        except (OSError, ValueError, AttributeError):
+            old = "unreadable"
         if old != meta_hash:
             logging.warning(
                 "%s holds features of another config or weights (hash %s, now %s); rebuilding.",
@@ -283,20 +388,25 @@ def _open_shard_dir(shard_dir: str, meta_hash: str, n: int, shard_size: int) -> 
         shutil.rmtree(shard_dir)  # no metadata: unknown origin, never reuse
     if not os.path.exists(meta_path):
         io.atomic_write_json(meta_path, {"meta_hash": meta_hash})
+    _remove_temporaries(shard_dir)
     shards = _shard_ranges(n, shard_size)
-    done = set()
+    done, partial = set(), {}
     for i, (s, e) in enumerate(shards):
         path = _shard_path(shard_dir, i, len(shards))
         if os.path.exists(path):
-            try:
-                shape = np.load(path, mmap_mode="r").shape
-            except (OSError, ValueError):
-                shape = None
-            if shape == (e - s, 2048):
+            if _load_shard(path, (e - s,)) is not None:
                 done.add(i)
+                _remove_shard(_partial_path(path))
+                continue
+            _remove_shard(path)
+        part = _partial_path(path)
+        if os.path.exists(part):
+            array = _load_shard(part, range(1, e - s))
+            if array is None:
+                _remove_shard(part)
             else:
-                logging.warning("Ignoring unreadable or misshaped shard %s", path)
-    return done
+                partial[i] = array
+    return done, partial
 
 
 # ---------------------------------------------------------------------------------------------
@@ -311,6 +421,37 @@ def _micro_batch(config) -> int:
 
 def _ids_sha256(ids) -> str:
     return hashlib.sha256("\n".join(map(str, ids)).encode()).hexdigest()
+
+
+OUTPUTS = ("features.npy", "ids.npy", "labels.npy", "features_meta.json")
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _up_to_date(meta_path: str, feat_path: str, meta_hash: str) -> np.ndarray | None:
+    """features.npy if features_meta.json says it was made under `meta_hash` and its bytes match
+    the SHA-256 recorded there; None (with a warning saying why) if it must be extracted again."""
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as e:
+        logging.warning("%s is unreadable (%s); extracting again.", meta_path, e)
+        return None
+    if meta.get("meta_hash") != meta_hash:
+        logging.warning("%s came from another config or weights; extracting again.", feat_path)
+        return None
+    expected = meta.get("features_sha256")
+    if expected is not None and _file_sha256(feat_path) != expected:
+        logging.warning(
+            "%s does not match the SHA-256 in %s (truncated or garbled); extracting again.",
+            feat_path,
+            meta_path,
+        )
+        return None
+    return np.load(feat_path)
 
 
 def run_extract(config, workdir: str) -> np.ndarray:
@@ -346,12 +487,12 @@ def run_extract(config, workdir: str) -> np.ndarray:
     meta_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     meta_path = os.path.join(workdir, "features_meta.json")
     feat_path = os.path.join(workdir, "features.npy")
+    _remove_temporaries(workdir, OUTPUTS)
     if os.path.exists(meta_path) and os.path.exists(feat_path):
-        with open(meta_path) as f:
-            if json.load(f).get("meta_hash") == meta_hash:
-                logging.info("%s is up to date; nothing to do.", feat_path)
-                return np.load(feat_path)
-        logging.warning("%s came from another config or weights; extracting again.", feat_path)
+        features = _up_to_date(meta_path, feat_path, meta_hash)
+        if features is not None:
+            logging.info("%s is up to date; nothing to do.", feat_path)
+            return features
 
     start = time.time()
     features, _ = extract_features(
@@ -387,6 +528,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
         {
             **identity,
             "meta_hash": meta_hash,
+            "features_sha256": _file_sha256(feat_path),
             "weights": loaded.description,
             "weights_source_sha256": loaded.source_sha256,
             "class_names": list(source.class_names),

@@ -11,7 +11,12 @@ config has changed since: use a new workdir for a changed sweep); a run that was
 short resumes from its own checkpoints (the modes resume themselves). After each run one JSON
 line goes to <workdir>/sweep.jsonl, written with a single O_APPEND write so that concurrent or
 interrupted sweeps never interleave half lines; a done run with no line (killed between the two
-writes) gets its line on the next pass. A preempted run propagates `preemption.Preempted`.
+writes) gets its line on the next pass.
+
+Preemption: SIGTERM/SIGINT during a run stops that run at its next step boundary with a
+checkpoint (each mode's own guarantee); its `preemption.Preempted` propagates, naming the run, so
+main.py exits 75, and the re-run skips the done runs and resumes that one. A stop requested
+between runs (or during a run with no step loop, such as k-means) stops before the next run.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import time
 
 from absl import logging
 
-from galaxy_jax import io, modes
+from galaxy_jax import io, modes, preemption
 from galaxy_jax.errors import UserError
 from galaxy_jax.train_utils import prepare_workdir
 
@@ -144,9 +149,19 @@ def run_sweep(config, workdir: str) -> list[dict]:
                 results = json.load(f)
             status = "done before"
         else:
+            if preemption.requested():
+                raise preemption.Preempted(
+                    f"sweep stopped before run {k + 1} of {len(runs)} ({name} seed {seed}); "
+                    f"the {k} before it are done"
+                )
             print(f"[{k + 1}/{len(runs)}] {name} seed {seed} -> {run_dir}")
             t0 = time.time()
-            results = modes.get(run_config.mode)(run_config, run_dir)
+            try:
+                results = modes.get(run_config.mode)(run_config, run_dir)
+            except preemption.Preempted as e:
+                raise preemption.Preempted(
+                    f"sweep run {k + 1} of {len(runs)} ({name} seed {seed}): {e}"
+                ) from e
             results = dict(results or {}, sweep_wall_s=time.time() - t0)
             status = "ran"
         record = {
