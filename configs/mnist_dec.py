@@ -57,7 +57,12 @@ def get_config(arg=None):
     c.dec.update_interval = 140  # steps between recomputing P over the whole dataset
     c.dec.tol = 0.001  # stop when fewer than this fraction of points changed cluster
     c.dec.maxiter = 10000
-    c.dec.kmeans_n_init = 20
+    c.dec.kmeans_n_init = 20  # restarts of the k-means or Gaussian-mixture initialisation
+    # Variants (defaults = the DEC paper): the initial centres, labels, extra loss terms.
+    c.dec.init = "kmeans"  # kmeans | gmm | ward | labels (class means of the visible labels)
+    c.dec.label_fraction = 0.0  # fraction of rows whose label training may see (seeded draw)
+    c.dec.supervised_weight = 0.0  # weight of the semi-supervised cross-entropy; 0 = plain DEC
+    c.dec.gamma = 0.0  # IDEC: weight of the reconstruction MSE kept during DEC; 0 = DEC
 
     if arg == "smoke":
         shrink_for_smoke(c)

@@ -11,6 +11,7 @@ import math
 import os
 
 from galaxy_jax.data.vectors import DATASETS
+from galaxy_jax.dec_init import INITS, WARD_MAX_N, visible_labels
 from galaxy_jax.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -73,6 +74,25 @@ def config_fields(config) -> None:
         _need(v >= 0, field, f"must be >= 0, got {v}")
     for field, v in (("sae.optimizer", s.optimizer), ("dec.optimizer", d.optimizer)):
         _need(v in OPTIMIZERS, field, f"must be one of {OPTIMIZERS}, got {v!r}")
+    dec_variant_fields(d)
+
+
+def dec_variant_fields(d) -> None:
+    """dec.init, dec.label_fraction, dec.supervised_weight, dec.gamma (absent = the paper's)."""
+    init = d.get("init", "kmeans")
+    _need(init in INITS, "dec.init", f"must be one of {INITS}, got {init!r}")
+    fraction = d.get("label_fraction", 0.0)
+    _need(
+        _number(fraction) and 0.0 <= fraction <= 1.0,
+        "dec.label_fraction",
+        f"must be in [0, 1], got {fraction!r}",
+    )
+    for field in ("supervised_weight", "gamma"):
+        v = d.get(field, 0.0)
+        _need(_number(v) and v >= 0, f"dec.{field}", f"must be a finite number >= 0, got {v!r}")
+    if init == "labels" or d.get("supervised_weight", 0.0):
+        what = "init='labels'" if init == "labels" else "supervised_weight > 0"
+        _need(fraction > 0, "dec.label_fraction", f"must be > 0 with dec.{what}, got {fraction}")
 
 
 def data_fields(data) -> None:
@@ -114,3 +134,29 @@ def vectors(config, x) -> None:
     k = config.dec.n_clusters
     _need(n >= k, "dec.n_clusters", f"{k} clusters need at least {k} examples; the data has {n}")
     _need(dim >= 1, "data", f"the vectors have no features (shape {x.shape})")
+    if config.dec.get("init", "kmeans") == "ward":
+        _need(
+            n <= WARD_MAX_N,
+            "dec.init",
+            f"'ward' holds O(N^2) distances: at most {WARD_MAX_N} rows, the data has {n}",
+        )
+
+
+def labels(config, y) -> None:
+    """Checks of the labels a label-using DEC variant needs (y: [N] int32, -1 unknown, or None).
+
+    Reads only the visible labels (dec_init.visible_labels), as training does."""
+    d = config.dec
+    if not (d.get("init", "kmeans") == "labels" or d.get("supervised_weight", 0.0)):
+        return
+    _need(y is not None, "dec.label_fraction", "the data are unlabelled; labels cannot be used")
+    if d.get("init", "kmeans") == "labels":
+        y_vis = visible_labels(y, d.label_fraction, config.seed)
+        seen = sorted(set(y_vis[y_vis >= 0].tolist()))
+        _need(
+            seen == list(range(d.n_clusters)),
+            "dec.n_clusters",
+            f"with dec.init='labels' cluster c starts at the mean of class c, so the visible "
+            f"labels must be exactly the classes 0..{d.n_clusters - 1}; they are {seen} "
+            "(change dec.n_clusters, or raise dec.label_fraction)",
+        )

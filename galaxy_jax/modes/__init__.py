@@ -22,6 +22,7 @@ MODES = {
     "export": "galaxy_jax.modes.report:run_export",  # clusters.csv for labelling workflows
     "supervised_ann": "galaxy_jax.modes.supervised:run_ann",  # MLP on frozen features
     "supervised_cnn": "galaxy_jax.modes.supervised:run_cnn",  # Xception fine-tuned end to end
+    "quickstart": "galaxy_jax.modes.quickstart:run_quickstart",  # extract + DEC + report, offline
 }
 
 

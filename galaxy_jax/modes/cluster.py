@@ -27,7 +27,7 @@ from absl import logging
 from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
 
-from galaxy_jax import dec, io, metrics, preemption, sae, validate
+from galaxy_jax import dec, dec_init, io, metrics, preemption, sae, validate
 from galaxy_jax.checkpoint import Checkpointer, NonFiniteStateError
 from galaxy_jax.data.vectors import load_vectors
 from galaxy_jax.models.autoencoder import Autoencoder
@@ -58,6 +58,7 @@ def setup(config, workdir, phases=()):
     check_workdir_writable(workdir)
     data = load_vectors(config.data)
     validate.vectors(config, data.x)
+    validate.labels(config, data.y)
     workdir = prepare_workdir(workdir)
     for phase in phases:
         check_run_config(os.path.join(workdir, phase), config, PHASE_FIELDS[phase])
@@ -238,18 +239,20 @@ def _chunked(fn, x: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------------- DEC
 
 
-def _kmeans_init(config, z, y, workdir):
-    """k-means on the embedding, cached in dec/init.npz so a resumed run reuses it exactly."""
+def _init(config, z, y_vis, workdir):
+    """Initial centres and assignments (dec.init), cached in dec/init.npz so that a resumed run
+    reuses them exactly. y_vis: [N] visible labels (-1 hidden), read only by init 'labels'."""
     path = os.path.join(workdir, "dec", "init.npz")
     if os.path.isfile(path):
         try:
             with np.load(path) as f:
                 return f["centres"], f["labels"]
-        except (OSError, ValueError, KeyError) as e:  # k-means is seeded: recomputing is exact
-            logging.warning("%s is unreadable (%s); recomputing the k-means init.", path, e)
+        except (OSError, ValueError, KeyError) as e:  # every init is seeded: recomputing is exact
+            logging.warning("%s is unreadable (%s); recomputing the initialisation.", path, e)
     d = config.dec
-    km = KMeans(d.n_clusters, n_init=d.kmeans_n_init, random_state=config.seed).fit(z)
-    centres, labels = km.cluster_centers_.astype(np.float32), km.labels_.astype(np.int32)
+    centres, labels = dec_init.init_centres(
+        d.get("init", "kmeans"), z, d.n_clusters, config.seed, d.kmeans_n_init, y_vis
+    )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     import io as _io
 
@@ -257,6 +260,15 @@ def _kmeans_init(config, z, y, workdir):
     np.savez(buf, centres=centres, labels=labels)
     io.atomic_write_bytes(path, buf.getvalue())
     return centres, labels
+
+
+def _visible(config, y):
+    """The labels training may read: dec.label_fraction of the rows (seeded), -1 elsewhere.
+    None when the data are unlabelled or no label is visible."""
+    fraction = config.dec.get("label_fraction", 0.0)
+    if y is None or not fraction:
+        return None
+    return dec_init.visible_labels(y, fraction, config.seed)
 
 
 def run_dec(config, workdir):
@@ -269,15 +281,23 @@ def run_dec(config, workdir):
 
     t0 = time.time()
     z = embed(model, ae_params, x)
-    centres, y_init = _kmeans_init(config, z, y, workdir)
+    # Training reads labels only through y_vis; y itself is for the metrics.
+    y_vis = _visible(config, y)
+    centres, y_init = _init(config, z, y_vis, workdir)
     wall["kmeans_init"] = time.time() - t0
     results_metrics = {}
     if y is not None:
+        # Named kmeans_embedding whatever dec.init is, so reports compare across variants.
         results_metrics["kmeans_embedding"] = metrics.all_metrics(y, y_init)
-        _log_metrics("k-means on SAE embedding", results_metrics["kmeans_embedding"])
+        _log_metrics(
+            f"{config.dec.get('init', 'kmeans')} init on SAE embedding",
+            results_metrics["kmeans_embedding"],
+        )
 
     t0 = time.time()
-    state, p, y_last, hist = _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir)
+    state, p, y_last, hist = _dec_loop(
+        config, model, ae_params, centres, y_init, x, y, workdir, y_vis
+    )
     wall["dec"] = time.time() - t0
     history["dec"] = hist
 
@@ -292,6 +312,10 @@ def run_dec(config, workdir):
     if y is not None:
         results_metrics["dec"] = metrics.all_metrics(y, y_pred)
         _log_metrics("DEC", results_metrics["dec"])
+        if y_vis is not None:  # the honest score of a run that saw labels: unseen rows only
+            hidden = y_vis < 0
+            results_metrics["dec_hidden"] = metrics.all_metrics(y[hidden], y_pred[hidden])
+            _log_metrics("DEC, rows with hidden labels", results_metrics["dec_hidden"])
     wall["total"] = time.time() - t_start
     return write_results(
         workdir,
@@ -311,8 +335,12 @@ def predict_q(model, params, x, alpha) -> np.ndarray:
     return _chunked(lambda xb: fn(params, xb), x)
 
 
-def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
+def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, y_vis=None):
     """DEC iterations with the target P recomputed on the whole dataset every update_interval.
+
+    Optional terms (galaxy_jax/dec.py): dec.gamma > 0 adds the reconstruction loss (IDEC);
+    dec.supervised_weight > 0 adds the semi-supervised term on the rows of y_vis >= 0, whose
+    classes map to clusters by dec_init.cluster_classes. y is read for logged accuracy only.
 
     Checkpointed state: DEC train state, P, the assignments at the last target update (y_last),
     the step at which P was computed (p_step) and whether the phase has finished (done).
@@ -342,7 +370,20 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
         ckpt.close()
         return state, p, y_last, history
 
-    step_fn = dec.make_train_step(encode, d.alpha)
+    gamma, sup = d.get("gamma", 0.0), d.get("supervised_weight", 0.0)
+    step_fn = dec.make_train_step(
+        encode,
+        d.alpha,
+        reconstruct=lambda v, xb: model.apply(v, xb),
+        gamma=gamma,
+        supervised_weight=sup,
+    )
+    allowed = None
+    if sup:
+        if y_vis is None:
+            y_vis = np.full(n, -1, np.int32)  # no visible label: the term is 0
+        classes_of = dec_init.cluster_classes(d.get("init", "kmeans"), y_init, y_vis, d.n_clusters)
+        allowed = dec_init.allowed_clusters(y_vis, classes_of)
     sampler = BatchSampler(n, d.batch_size, seed=config.seed * 1000 + 999)
     q_fn = lambda params: predict_q(model, params, x, d.alpha)  # noqa: E731
 
@@ -367,6 +408,7 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
 
     bar = tqdm(total=d.maxiter, initial=start, desc="dec", leave=False, disable=None)
     step, loss, last_saved = start, None, start
+    warned_empty = False
     while step < d.maxiter:
         if step % d.update_interval == 0 and p_step != step:
             guard.check(step)
@@ -378,6 +420,15 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
                     f"{step} (an empty cluster, or NaN/inf in the data or the parameters)."
                 )
             y_pred = q.argmax(1).astype(np.int32)
+            empty = np.flatnonzero(np.bincount(y_pred, minlength=d.n_clusters) == 0)
+            if len(empty) and not warned_empty:
+                warned_empty = True
+                logging.warning(
+                    "DEC step %d: cluster(s) %s hold no point: DEC is collapsing (often a too "
+                    "large dec.lr; see README, Galaxy DEC).",
+                    step,
+                    empty.tolist(),
+                )
             delta = float(np.mean(y_pred != y_last))
             y_last, p_step = y_pred, step
             entry = {
@@ -398,7 +449,8 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir):
                 save(step)
                 last_saved = step
         idx = sampler(step)
-        state, loss = step_fn(state, jnp.asarray(x[idx]), jnp.asarray(p[idx]))
+        batch = (x[idx], p[idx]) if allowed is None else (x[idx], p[idx], allowed[idx])
+        state, loss = step_fn(state, *(jnp.asarray(b) for b in batch))
         step += 1
         guard.update(loss, step)  # on device; checked at the next target update or save
         bar.update(1)
