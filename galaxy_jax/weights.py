@@ -381,6 +381,21 @@ class LoadedWeights:
     source_sha256: str | None  # sha256 of the file they came from, if any
 
 
+def from_config(config, include_top: bool | None = None) -> LoadedWeights:
+    """load_weights with the fields every Xception config carries (weights, weights_path,
+    cache_dir, download, seed; include_top defaults to config.include_top or False)."""
+    if include_top is None:
+        include_top = config.get("include_top", False)
+    return load_weights(
+        config.weights,
+        include_top=include_top,
+        weights_path=config.weights_path,
+        cache_dir=config.cache_dir,
+        download=config.download,
+        seed=config.seed,
+    )
+
+
 def load_weights(
     weights: str,
     *,

@@ -20,7 +20,7 @@ import time
 import ml_collections
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, start_main, stderr_of
 
 from configs import mnist_dec
 from galaxy_jax import checkpoint, io, modes
@@ -67,26 +67,10 @@ def _config():
 
 
 def _start(workdir):
-    """main.py in a subprocess; its stderr goes to a file (a full pipe would stall it)."""
-    os.makedirs(os.path.dirname(workdir), exist_ok=True)
-    log = open(f"{workdir}.{time.time_ns()}.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", *_flags(workdir)],
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
-    proc.log = log
-    return proc
+    return start_main(_flags(workdir), workdir)
 
 
-def _stderr(proc):
-    proc.wait(timeout=300)
-    proc.log.seek(0)
-    text = proc.log.read()
-    proc.log.close()
-    return text
+_stderr = stderr_of
 
 
 def _run(workdir):

@@ -13,13 +13,11 @@ import json
 import os
 import random
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import start_main, stderr_of
 
 from configs import extract as extract_config
 from configs import supervised_ann
@@ -78,27 +76,10 @@ _ENV = None
 
 
 def _start(flags, workdir):
-    """main.py in a subprocess; its stderr goes to a file (a full pipe would stall it)."""
-    os.makedirs(os.path.dirname(workdir), exist_ok=True)
-    log = open(f"{workdir}.{time.time_ns()}.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, "main.py", *flags, f"--workdir={workdir}"],
-        cwd=ROOT,
-        env=_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=log,
-        text=True,
-    )
-    proc.log = log
-    return proc
+    return start_main([*flags, f"--workdir={workdir}"], workdir, env=_ENV)
 
 
-def _stderr(proc):
-    proc.wait(timeout=300)
-    proc.log.seek(0)
-    text = proc.log.read()
-    proc.log.close()
-    return text
+_stderr = stderr_of
 
 
 def _run(flags, workdir):

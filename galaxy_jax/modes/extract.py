@@ -48,17 +48,6 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 SHARD_DIR = "feature_shards"
 
 
-def _load(config) -> weights.LoadedWeights:
-    return weights.load_weights(
-        config.weights,
-        include_top=config.get("include_top", False),
-        weights_path=config.weights_path,
-        cache_dir=config.cache_dir,
-        download=config.download,
-        seed=config.seed,
-    )
-
-
 # ---------------------------------------------------------------------------------------------
 # convert_weights
 
@@ -71,7 +60,7 @@ def run_convert_weights(config, workdir: str) -> str:
     runs with `weights='imagenet'` skip the conversion.
     """
     workdir = prepare_workdir(workdir)
-    loaded = _load(config)
+    loaded = weights.from_config(config)
     flat = weights.flatten(loaded.variables)
     path = os.path.join(workdir, f"xception_{'top' if config.include_top else 'notop'}.npz")
     weights.save_npz(path, flat)
@@ -465,14 +454,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
     workdir = prepare_workdir(workdir)
     d = config.data
     source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))
-    loaded = weights.load_weights(
-        config.weights,
-        include_top=False,
-        weights_path=config.weights_path,
-        cache_dir=config.cache_dir,
-        download=config.download,
-        seed=config.seed,
-    )
+    loaded = weights.from_config(config, include_top=False)
     # Everything the numbers depend on (not batch size, device count or shard layout).
     identity = {
         "weights_sha256": loaded.sha256,

@@ -312,14 +312,7 @@ def run_ann(config, workdir: str) -> dict:
 
 def _cnn_variables(config, model, image_size):
     """{'params', 'batch_stats'}: the backbone from config.weights, a fresh head (numpy)."""
-    loaded = weights.load_weights(
-        config.weights,
-        include_top=False,
-        weights_path=config.weights_path,
-        cache_dir=config.cache_dir,
-        download=config.download,
-        seed=config.seed,
-    )
+    loaded = weights.from_config(config, include_top=False)
     rng = np.random.default_rng([config.seed, 1])
     limit = np.sqrt(6.0 / (2048 + 1))  # Glorot uniform, as Keras' Dense
     variables = {
