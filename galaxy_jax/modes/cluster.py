@@ -80,15 +80,22 @@ def _save(ckpt, step, state, phase, guard, wait=False):
 # ----------------------------------------------------------------------------------- k-means
 
 
+def _kmeans_assign(config, x, y, workdir, name) -> dict:
+    """k-means (dec.n_clusters, dec.kmeans_n_init restarts, seeded) on x [N, D]; writes
+    assignments.npy and returns the metrics against y ({} when unlabelled)."""
+    km = KMeans(config.dec.n_clusters, n_init=config.dec.kmeans_n_init, random_state=config.seed)
+    y_pred = km.fit_predict(x)
+    m = metrics.all_metrics(y, y_pred) if y is not None else {}
+    io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
+    _log_metrics(name, m)
+    return m
+
+
 def run_kmeans(config, workdir):
     """Baseline: k-means straight on the input vectors (pixels or features)."""
     t0 = time.time()
     data, workdir = setup(config, workdir)
-    km = KMeans(config.dec.n_clusters, n_init=config.dec.kmeans_n_init, random_state=config.seed)
-    y_pred = km.fit_predict(np.asarray(data.x))
-    m = metrics.all_metrics(data.y, y_pred) if data.y is not None else {}
-    io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
-    _log_metrics("k-means on inputs", m)
+    m = _kmeans_assign(config, np.asarray(data.x), data.y, workdir, "k-means on inputs")
     return write_results(
         workdir,
         config,
@@ -197,12 +204,8 @@ def run_pretrain(config, workdir):
     model, params = pretrain_sae(config, data.x, workdir, wall, history)
     z = embed(model, params, data.x)
     t0 = time.time()
-    km = KMeans(config.dec.n_clusters, n_init=config.dec.kmeans_n_init, random_state=config.seed)
-    y_pred = km.fit_predict(z)
+    m = _kmeans_assign(config, z, data.y, workdir, "k-means on SAE embedding")
     wall["kmeans"] = time.time() - t0
-    m = metrics.all_metrics(data.y, y_pred) if data.y is not None else {}
-    io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
-    _log_metrics("k-means on SAE embedding", m)
     return write_results(
         workdir,
         config,
