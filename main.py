@@ -2,6 +2,11 @@
 
 The config's `mode` field picks a library function `run(config, workdir)`; this file holds no
 training logic. The modes are listed in README.md and by `python main.py --help`.
+
+Several processes (hosts): start the same command once per process with
+--coordinator_address=HOST:PORT --num_processes=N --process_id=I (or --distributed on a cluster
+that JAX detects itself: Cloud TPU, SLURM, ...). Every process sees every device; see README,
+"Several devices or hosts".
 """
 
 import sys
@@ -22,7 +27,34 @@ config_flags.DEFINE_config_file(
     lock_config=True,
 )
 flags.DEFINE_string("workdir", None, "Directory for checkpoints, results.json and outputs.")
+flags.DEFINE_string(
+    "coordinator_address",
+    None,
+    "Multi-process runs: HOST:PORT of process 0 (jax.distributed.initialize). With it, also "
+    "--num_processes and --process_id.",
+)
+flags.DEFINE_integer("num_processes", None, "Multi-process runs: how many processes in all.")
+flags.DEFINE_integer("process_id", None, "Multi-process runs: this process's index, 0..N-1.")
+flags.DEFINE_bool(
+    "distributed",
+    False,
+    "Call jax.distributed.initialize() with no arguments: the cluster (Cloud TPU, SLURM, "
+    "Open MPI, ...) tells JAX the coordinator, the process count and this process's index.",
+)
 flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _init_distributed():
+    import jax
+
+    if FLAGS.coordinator_address:
+        if FLAGS.num_processes is None or FLAGS.process_id is None:
+            raise app.UsageError("--coordinator_address needs --num_processes and --process_id")
+        # CPU processes exchange gradients through gloo (accelerators use their own fabric).
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id)
+    elif FLAGS.distributed:
+        jax.distributed.initialize()
 
 
 def main(argv):
@@ -32,10 +64,16 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console readable
         logging.set_verbosity(logging.WARNING)
     preemption.install()
+    _init_distributed()
     import jax
 
     logging.info(
-        "JAX %s, backend %s, devices %s", jax.__version__, jax.default_backend(), jax.devices()
+        "JAX %s, backend %s, process %d of %d, devices %s",
+        jax.__version__,
+        jax.default_backend(),
+        jax.process_index(),
+        jax.process_count(),
+        jax.devices(),
     )
     try:
         run(FLAGS.config, FLAGS.workdir)

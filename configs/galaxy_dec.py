@@ -18,10 +18,12 @@ def get_config(arg=None):
         dict(
             name="features",
             path="workdirs/synthetic_features",  # an extract mode's workdir
-            normalize="unit_power",  # DEC paper: mean |x|^2/d = 1; 'none' keeps a memory map
+            normalize="unit_power",  # DEC paper: mean |x|^2/d = 1 (applied as rows stream in)
         )
     )
     c.dec.n_clusters = 2
+    # The initial k-means is fitted on at most this many rows, then assigns all (0 = all rows).
+    c.dec.init_sample = 100_000
     # Galaxy sets are small next to MNIST: fewer steps, target updated more often.
     c.sae.finetune_steps = 2000
     c.dec.update_interval = 20

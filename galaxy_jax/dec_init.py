@@ -19,6 +19,9 @@ from galaxy_jax.errors import UserError
 
 INITS = ("kmeans", "gmm", "ward", "labels")
 WARD_MAX_N = 30000  # Ward's linkage holds O(N^2) distances
+# Rows the initial clustering is fitted on (dec.init_sample); every row is then assigned.
+DEFAULT_INIT_SAMPLE = 100_000
+ASSIGN_CHUNK = 65536  # rows per nearest-centre block
 
 
 def visible_labels(y, fraction: float, seed: int) -> np.ndarray:
@@ -36,7 +39,7 @@ def visible_labels(y, fraction: float, seed: int) -> np.ndarray:
     return out
 
 
-def init_centres(method: str, z: np.ndarray, k: int, seed: int, n_init: int, y_vis=None):
+def init_centres(method: str, z, k: int, seed: int, n_init: int, y_vis=None, max_points: int = 0):
     """(centres [K, d] float32, labels [N] int32) of initialisation `method` (INITS).
 
     kmeans: scikit-learn k-means, n_init restarts (the DEC paper). gmm: full-covariance
@@ -44,23 +47,13 @@ def init_centres(method: str, z: np.ndarray, k: int, seed: int, n_init: int, y_v
     with Ward linkage; centres are the cluster means. labels: the means of the visible labelled
     points of each class (y_vis, -1 = hidden), class c -> cluster c; needs K == number of
     classes and at least one visible point per class.
+
+    z: [N, d], an array or anything with len() and row reads (a DiskRows). With 0 < max_points
+    < N, kmeans/gmm/ward are fitted on a seeded draw of max_points rows, and every row is then
+    assigned (nearest centre; the mixture's most probable component), in blocks of rows.
     """
-    if method == "kmeans":
-        from sklearn.cluster import KMeans
-
-        km = KMeans(k, n_init=n_init, random_state=seed).fit(z)
-        return km.cluster_centers_.astype(np.float32), km.labels_.astype(np.int32)
-    if method == "gmm":
-        from sklearn.mixture import GaussianMixture
-
-        gm = GaussianMixture(k, n_init=n_init, random_state=seed, reg_covar=1e-4).fit(z)
-        return gm.means_.astype(np.float32), gm.predict(z).astype(np.int32)
-    if method == "ward":
-        from sklearn.cluster import AgglomerativeClustering
-
-        labels = AgglomerativeClustering(k, linkage="ward").fit_predict(z).astype(np.int32)
-        return _means(z, labels, k), labels
     if method == "labels":
+        z = np.asarray(z, np.float32)
         if y_vis is None or not (y_vis >= 0).any():
             raise UserError("config.dec.init='labels' needs visible labels: set dec.label_fraction")
         missing = [c for c in range(k) if not (y_vis == c).any()]
@@ -70,9 +63,54 @@ def init_centres(method: str, z: np.ndarray, k: int, seed: int, n_init: int, y_v
                 f"raise dec.label_fraction or use dec.n_clusters = the number of classes"
             )
         centres = _means(z, y_vis, k)
-        d2 = ((z[:, None, :] - centres[None]) ** 2).sum(-1)
-        return centres, d2.argmin(1).astype(np.int32)
-    raise UserError(f"config.dec.init: must be one of {INITS}, got {method!r}")
+        return centres, nearest(z, centres)
+    if method not in INITS:
+        raise UserError(f"config.dec.init: must be one of {INITS}, got {method!r}")
+    n = len(z)
+    sample = None
+    if 0 < max_points < n:
+        sample = np.sort(np.random.default_rng([seed, 777]).choice(n, max_points, replace=False))
+    fit = np.asarray(z[sample] if sample is not None else z[0:n], np.float32)
+    if method == "kmeans":
+        from sklearn.cluster import KMeans
+
+        km = KMeans(k, n_init=n_init, random_state=seed).fit(fit)
+        centres, labels = km.cluster_centers_.astype(np.float32), km.labels_.astype(np.int32)
+    elif method == "gmm":
+        from sklearn.mixture import GaussianMixture
+
+        gm = GaussianMixture(k, n_init=n_init, random_state=seed, reg_covar=1e-4).fit(fit)
+        centres = gm.means_.astype(np.float32)
+        if sample is None:
+            return centres, gm.predict(fit).astype(np.int32)
+        return centres, _blocks(z, lambda b: gm.predict(b).astype(np.int32))
+    else:  # ward
+        from sklearn.cluster import AgglomerativeClustering
+
+        labels = AgglomerativeClustering(k, linkage="ward").fit_predict(fit).astype(np.int32)
+        centres = _means(fit, labels, k)
+    if sample is None:
+        return centres, labels
+    return centres, nearest(z, centres)
+
+
+def nearest(z, centres: np.ndarray) -> np.ndarray:
+    """[N] int32 index of the nearest centre of every row of z, in blocks of rows."""
+    c = centres.astype(np.float64)
+    c2 = (c * c).sum(1)
+
+    def block(b):
+        b = b.astype(np.float64)
+        return ((b * b).sum(1)[:, None] - 2 * b @ c.T + c2[None]).argmin(1).astype(np.int32)
+
+    return _blocks(z, block)
+
+
+def _blocks(z, fn) -> np.ndarray:
+    n = len(z)
+    step = ASSIGN_CHUNK
+    out = [fn(np.asarray(z[lo : lo + step], np.float32)) for lo in range(0, n, step)]
+    return np.concatenate(out) if out else np.zeros(0, np.int32)
 
 
 def _means(z, labels, k) -> np.ndarray:

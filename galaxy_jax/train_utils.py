@@ -7,6 +7,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import tempfile
 
 import jax
 import jax.numpy as jnp
@@ -97,9 +98,9 @@ def prepare_workdir(workdir: str) -> str:
     workdir = os.path.abspath(os.path.expanduser(workdir))
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
-        with open(probe, "w") as f:
-            f.write("ok")
+        # A unique name: several processes of one run may probe the same workdir at once.
+        fd, probe = tempfile.mkstemp(dir=workdir, prefix=".write_test-")
+        os.close(fd)
         os.remove(probe)
     except OSError as e:
         raise (io.storage_error(e, workdir) or UserError(f"workdir {workdir}: {e}")) from e

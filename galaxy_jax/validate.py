@@ -11,7 +11,7 @@ import math
 import os
 
 from galaxy_jax.data.vectors import DATASETS
-from galaxy_jax.dec_init import INITS, WARD_MAX_N, visible_labels
+from galaxy_jax.dec_init import DEFAULT_INIT_SAMPLE, INITS, WARD_MAX_N, visible_labels
 from galaxy_jax.errors import UserError
 
 OPTIMIZERS = ("sgd", "adam")
@@ -134,11 +134,15 @@ def vectors(config, x) -> None:
     k = config.dec.n_clusters
     _need(n >= k, "dec.n_clusters", f"{k} clusters need at least {k} examples; the data has {n}")
     _need(dim >= 1, "data", f"the vectors have no features (shape {x.shape})")
+    sample = config.dec.get("init_sample", DEFAULT_INIT_SAMPLE)
+    _need(sample >= 0, "dec.init_sample", f"must be >= 0 (0 = every row), got {sample}")
     if config.dec.get("init", "kmeans") == "ward":
+        fitted = min(n, sample) if sample else n
         _need(
-            n <= WARD_MAX_N,
+            fitted <= WARD_MAX_N,
             "dec.init",
-            f"'ward' holds O(N^2) distances: at most {WARD_MAX_N} rows, the data has {n}",
+            f"'ward' holds O(N^2) distances: at most {WARD_MAX_N} rows, and it would fit "
+            f"{fitted}; set dec.init_sample <= {WARD_MAX_N}",
         )
 
 

@@ -1,6 +1,12 @@
 """Vector datasets for the SAE and DEC: MNIST pixels, extracted features, and generated blobs.
 
 Every loader returns `Vectors(x [N, D] float32, y [N] int32 or None, ids [N] str)`.
+
+Extracted features are streamed: `x` is then a `DiskRows`, which reads the rows a batch or a
+chunk needs from features.npy with pread (never memory-mapped, so the file's pages stay in the
+page cache and out of the process's resident memory) and applies the normalisation on the fly.
+Peak memory is then set by the batch and chunk sizes, not by N (bench/scaling.py measures it).
+MNIST and the generated blobs are small and live in memory as plain arrays.
 """
 
 from __future__ import annotations
@@ -14,11 +20,99 @@ import numpy as np
 from galaxy_jax.errors import UserError
 
 DATASETS = ("mnist", "features", "blobs")
+SCAN_CHUNK = 1024  # rows per block of the one pass over a features file (finite check, power)
+
+
+class DiskRows:
+    """The rows of a C-ordered [N, D] float32 .npy file, read on demand, times `scale`.
+
+    x[a:b] reads one contiguous block; x[idx] (an int array, any order, repeats allowed) reads
+    each run of consecutive rows with one pread. Both return new float32 arrays in memory.
+    np.asarray(x) reads the whole file (for the modes that need it all, e.g. the supervised ANN).
+    """
+
+    def __init__(self, path: str, scale: float = 1.0):
+        self.path = path
+        with open(path, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if version == (1, 0)
+                else np.lib.format.read_array_header_2_0
+            )
+            shape, fortran, dtype = read_header(f)
+            self._offset = f.tell()
+        if len(shape) != 2 or fortran or np.dtype(dtype) != np.float32:
+            raise UserError(
+                f"{path} must be a C-ordered [N, D] float32 array, got {shape} {dtype}"
+                f"{' (Fortran order)' if fortran else ''}"
+            )
+        self.shape = tuple(int(v) for v in shape)
+        self._row_bytes = self.shape[1] * 4
+        need = self._offset + self.shape[0] * self._row_bytes
+        if os.path.getsize(path) < need:
+            raise UserError(f"{path} is truncated ({os.path.getsize(path)} of {need} bytes)")
+        self.scale = np.float32(scale)
+        self._fd = os.open(path, os.O_RDONLY)
+
+    dtype = np.dtype(np.float32)
+    ndim = 2
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __del__(self):
+        fd = getattr(self, "_fd", None)
+        if fd is not None:
+            os.close(fd)
+
+    def with_scale(self, scale: float) -> DiskRows:
+        return DiskRows(self.path, scale)
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[0 : len(self)]
+        return out if dtype is None else out.astype(dtype)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            lo, hi, step = key.indices(len(self))
+            if step != 1:
+                return self[np.arange(lo, hi, step)]
+            out = np.empty((max(hi - lo, 0), self.shape[1]), np.float32)
+            self._read(lo, out)
+        else:
+            idx = np.asarray(key)
+            if idx.ndim != 1 or not np.issubdtype(idx.dtype, np.integer):
+                raise TypeError(f"DiskRows takes a slice or a 1-D int array, not {key!r}")
+            idx = np.where(idx < 0, idx + len(self), idx)
+            if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+                raise IndexError(f"row index out of range for {len(self)} rows")
+            out = np.empty((len(idx), self.shape[1]), np.float32)
+            order = np.argsort(idx, kind="stable")
+            sorted_idx = idx[order]
+            block = np.empty_like(out)
+            # Runs of consecutive rows (a repeat starts a new run): one read each.
+            starts = np.flatnonzero(np.diff(sorted_idx, prepend=-2) != 1)
+            ends = np.append(starts[1:], len(idx))
+            for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
+                self._read(int(sorted_idx[a]), block[a:b])
+            out[order] = block
+        if self.scale != 1:
+            out *= self.scale
+        return out
+
+    def _read(self, row: int, out: np.ndarray) -> None:
+        if not out.size:
+            return
+        want = out.nbytes
+        got = os.preadv(self._fd, [memoryview(out).cast("B")], self._offset + row * self._row_bytes)
+        if got != want:
+            raise UserError(f"{self.path}: short read at row {row} (file changed or truncated?)")
 
 
 @dataclasses.dataclass
 class Vectors:
-    x: np.ndarray  # [N, D] float32 (possibly a read-only memory map)
+    x: np.ndarray | DiskRows  # [N, D] float32, in memory or streamed from disk
     y: np.ndarray | None  # [N] int32 class labels, -1 unknown; None if unlabelled
     ids: np.ndarray  # [N] str
 
@@ -62,12 +156,12 @@ def load_mnist(path: str, normalize: str = "unit_power") -> Vectors:
 
 def load_features(path: str, normalize: str = "unit_power") -> Vectors:
     """Features written by the `extract` mode: a directory with features.npy [N, D], ids.npy and,
-    when labelled, labels.npy.
+    when labelled, labels.npy. The features are streamed from disk (`DiskRows`).
 
     normalize: 'unit_power' scales by one global constant so that mean_i |x_i|^2 / d = 1, the
                DEC paper's normalisation (features of a randomly initialised Xception are ~1e-5,
-               ImageNet ones ~1); this loads the features into memory. 'none' keeps them as a
-               read-only memory map.
+               ImageNet ones ~1), computed in one chunked pass and applied as rows are read.
+               'none' reads them as written.
     """
     path = os.path.abspath(os.path.expanduser(path))
     fpath = os.path.join(path, "features.npy")
@@ -76,9 +170,7 @@ def load_features(path: str, normalize: str = "unit_power") -> Vectors:
             f"No features.npy in {path}: run the extract mode with --workdir={path} "
             "first, or point data.path at its workdir."
         )
-    x = np.load(fpath, mmap_mode="r")
-    if x.ndim != 2 or x.dtype != np.float32:
-        raise UserError(f"{fpath} must be a [N, D] float32 array, got {x.shape} {x.dtype}")
+    x = DiskRows(fpath)
     ids_path, labels_path = os.path.join(path, "ids.npy"), os.path.join(path, "labels.npy")
     ids = np.load(ids_path) if os.path.isfile(ids_path) else np.arange(len(x)).astype(str)
     y = np.load(labels_path).astype(np.int32) if os.path.isfile(labels_path) else None
@@ -91,45 +183,38 @@ def load_features(path: str, normalize: str = "unit_power") -> Vectors:
     if os.path.isfile(meta):
         with open(meta) as f:
             json.load(f)  # a truncated metadata file means a broken extraction: fail loudly
-    check_finite(x, fpath, ids)
+    power = check_finite(x, fpath, ids)
     if normalize == "unit_power":
-        x = _unit_power(x)
+        if power == 0.0:
+            raise UserError("the features are all zero; nothing to cluster")
+        x = x.with_scale(1.0 / np.sqrt(power))
     elif normalize != "none":
         raise UserError(f"data.normalize={normalize!r}: use 'unit_power' or 'none' for features")
     return Vectors(x, y, ids)
 
 
-def _unit_power(x: np.ndarray, chunk: int = 4096) -> np.ndarray:
-    """x * c with c chosen so that mean_i |x_i|^2 / d = 1 (computed in row chunks, float64)."""
-    sq = sum(
-        float(np.square(x[lo : lo + chunk], dtype=np.float64).sum())
-        for lo in range(0, len(x), chunk)
-    )
-    power = sq / x.size
-    if power == 0.0:
-        raise UserError("the features are all zero; nothing to cluster")
-    return np.asarray(x, np.float32) * np.float32(1.0 / np.sqrt(power))
-
-
-def check_finite(x: np.ndarray, fpath: str, ids=None, chunk: int = 4096) -> None:
-    """Raises UserError naming the file, row and id of the first NaN/inf in x [N, D].
-
-    Reads in row chunks, so a memory-mapped file is scanned without loading it whole.
-    """
-    for lo in range(0, len(x), chunk):
-        ok = np.isfinite(x[lo : lo + chunk])
-        if not ok.all():
+def check_finite(x, fpath: str, ids=None) -> float:
+    """One chunked pass over x [N, D]: raises UserError naming the file, row and id of the first
+    NaN/inf; returns the mean power sum(x^2) / x.size (float64 accumulation)."""
+    sq, first, n_bad = 0.0, None, 0
+    for lo in range(0, len(x), SCAN_CHUNK):
+        block = np.asarray(x[lo : lo + SCAN_CHUNK])
+        ok = np.isfinite(block)
+        if ok.all():
+            sq += float(np.square(block, dtype=np.float64).sum())
+            continue
+        if first is None:
             r, c = np.argwhere(~ok)[0]
-            row = lo + int(r)
-            name = f" (id {ids[row]})" if ids is not None else ""
-            raise UserError(
-                f"{fpath} row {row}{name} column {int(c)} is {x[row, c]}: the features hold "
-                f"{_count_bad(x, chunk)} non-finite values. Re-extract them, or drop those rows."
-            )
-
-
-def _count_bad(x, chunk):
-    return sum(int((~np.isfinite(x[lo : lo + chunk])).sum()) for lo in range(0, len(x), chunk))
+            first = (lo + int(r), int(c), block[r, c])
+        n_bad += int((~ok).sum())
+    if first is not None:
+        row, c, value = first
+        name = f" (id {ids[row]})" if ids is not None else ""
+        raise UserError(
+            f"{fpath} row {row}{name} column {c} is {value}: the features hold {n_bad} "
+            "non-finite values. Re-extract them, or drop those rows."
+        )
+    return sq / max(len(x) * x.shape[1], 1)
 
 
 def make_blobs(n: int, dim: int, n_clusters: int, seed: int, spread: float = 1.0) -> Vectors:

@@ -6,6 +6,19 @@ Workdir layout:
   results.json, assignments.npy, q.npy [N, K], embedding.npy [N, d], centres.npy [K, d],
   ids.npy [N]                     written at the end (atomically)
 
+Scale (README, "Scale"): the inputs may be a disk reader (galaxy_jax/data/vectors.DiskRows);
+training reads only the rows of each batch, and whole-dataset passes go in chunks of
+PREDICT_CHUNK rows. What is kept in memory per row is small: the embedding [N, d], the soft
+assignments q and the target P [N, K]. DEC's target is computed in one pass: the pass keeps q for
+every row (K floats), sums f_j = sum_i q_ij on the way, and P follows from q and f without
+re-reading the inputs. The clustering used for the initialisation is fitted on at most
+dec.init_sample rows (seeded draw) and then assigns every row.
+
+Devices and processes (galaxy_jax/parallel.py): every train step runs data-parallel over all
+devices of all processes, batches sharded and parameters replicated; each process reads its own
+rows of every batch and chunk. Every step function is compiled ahead of time once per phase
+(its time is reported as wall_s['<phase>/compile']), so a step can never recompile.
+
 Resume order of every phase: this phase's own latest checkpoint, else the final params of the
 phase before it, else a fresh initialisation. A finished phase is restored, never redone.
 
@@ -17,6 +30,7 @@ naming the first bad step, and a non-finite state is never checkpointed.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 
@@ -24,10 +38,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from sklearn.cluster import KMeans
 from tqdm.auto import tqdm
 
-from galaxy_jax import dec, dec_init, io, metrics, preemption, sae, validate
+from galaxy_jax import dec, dec_init, io, metrics, parallel, preemption, sae, validate
 from galaxy_jax.checkpoint import Checkpointer, NonFiniteStateError
 from galaxy_jax.data.vectors import load_vectors
 from galaxy_jax.models.autoencoder import Autoencoder
@@ -59,6 +72,8 @@ def setup(config, workdir, phases=()):
     data = load_vectors(config.data)
     validate.vectors(config, data.x)
     validate.labels(config, data.y)
+    parallel.check_batch_size("sae.batch_size", config.sae.batch_size)
+    parallel.check_batch_size("dec.batch_size", config.dec.batch_size)
     workdir = prepare_workdir(workdir)
     for phase in phases:
         check_run_config(os.path.join(workdir, phase), config, PHASE_FIELDS[phase])
@@ -81,12 +96,16 @@ def _save(ckpt, step, state, phase, guard, wait=False):
 
 
 def _kmeans_assign(config, x, y, workdir, name) -> dict:
-    """k-means (dec.n_clusters, dec.kmeans_n_init restarts, seeded) on x [N, D]; writes
-    assignments.npy and returns the metrics against y ({} when unlabelled)."""
-    km = KMeans(config.dec.n_clusters, n_init=config.dec.kmeans_n_init, random_state=config.seed)
-    y_pred = km.fit_predict(x)
+    """k-means (dec.n_clusters, dec.kmeans_n_init restarts, seeded) on x [N, D], fitted on at most
+    dec.init_sample rows; writes assignments.npy and returns the metrics against y ({} when
+    unlabelled)."""
+    d = config.dec
+    _, y_pred = dec_init.init_centres(
+        "kmeans", x, d.n_clusters, config.seed, d.kmeans_n_init, max_points=_init_sample(config)
+    )
     m = metrics.all_metrics(y, y_pred) if y is not None else {}
-    io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
+    if parallel.is_primary():
+        io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
     _log_metrics(name, m)
     return m
 
@@ -95,8 +114,8 @@ def run_kmeans(config, workdir):
     """Baseline: k-means straight on the input vectors (pixels or features)."""
     t0 = time.time()
     data, workdir = setup(config, workdir)
-    m = _kmeans_assign(config, np.asarray(data.x), data.y, workdir, "k-means on inputs")
-    return write_results(
+    m = _kmeans_assign(config, data.x, data.y, workdir, "k-means on inputs")
+    return _write_results(
         workdir,
         config,
         mode="kmeans",
@@ -128,19 +147,23 @@ def pretrain_sae(config, x: np.ndarray, workdir: str, wall: dict, history: dict)
         state = sae.create_state(model, tx, jax.random.fold_in(root, k), params)
         ckpt = Checkpointer(os.path.join(workdir, "sae", name))
         _, state = ckpt.restore(state)
+        state = parallel.replicate(state)
         if layer is None:
             make_step = lambda: sae.make_finetune_step(model)  # noqa: E731
         else:
             make_step = lambda layer=layer: sae.make_layer_step(model, layer, s.dropout)  # noqa: E731
         sampler = BatchSampler(len(x), s.batch_size, seed=config.seed * 1000 + k)
+        mine = parallel.local_rows(s.batch_size)
         state, hist = _train_loop(
             f"sae/{name}",
             state,
             make_step,
-            lambda i, sampler=sampler: (x[sampler(i)],),
+            lambda i, sampler=sampler, mine=mine: (x[sampler(i)[mine]],),
+            s.batch_size,
             total,
             ckpt,
             config,
+            wall,
         )
         ckpt.close()
         params = state.params
@@ -149,9 +172,11 @@ def pretrain_sae(config, x: np.ndarray, workdir: str, wall: dict, history: dict)
     return model, params
 
 
-def _train_loop(phase, state, make_step, batch_fn, total, ckpt, config):
+def _train_loop(phase, state, make_step, batch_fn, global_batch, total, ckpt, config, wall):
     """Runs make_step()'s step from state.step to `total`, checkpointing, honouring preemption.
 
+    batch_fn(i) -> this process's rows of global batch i (a tuple of arrays). The step is
+    compiled once, ahead of time, on the first batch (wall[phase + '/compile']).
     Returns (state, history) where history is [[step, loss], ...] at log steps, kept across
     resumes in <phase dir>/history.json.
     """
@@ -160,13 +185,16 @@ def _train_loop(phase, state, make_step, batch_fn, total, ckpt, config):
     history = [h for h in _read_json(hist_path, []) if h[0] <= start]
     if start >= total:
         return state, history
-    step_fn = make_step()
+    step_fn = None
     guard = FiniteGuard(phase)
     bar = tqdm(
         range(start, total), initial=start, total=total, desc=phase, leave=False, disable=None
     )
     for i in bar:
-        state, loss = step_fn(state, *(jnp.asarray(b) for b in batch_fn(i)))
+        batch = parallel.batch(*batch_fn(i), global_rows=global_batch)
+        if step_fn is None:
+            step_fn = compile_step(make_step(), wall, phase, state, *batch)
+        state, loss = step_fn(state, *batch)
         step = i + 1
         guard.update(loss, step)  # on device: no host sync
         if step % config.log_every == 0 or step == total:  # the only host syncs of the loop
@@ -182,6 +210,15 @@ def _train_loop(phase, state, make_step, batch_fn, total, ckpt, config):
         if stop:
             raise preemption.Preempted(f"{phase} stopped at step {step}; checkpoint saved")
     return state, history
+
+
+def compile_step(jitted, wall, phase, *args):
+    """jitted.lower(*args).compile(), timed into wall[phase + '/compile']. Calling the result
+    with other shapes or shardings raises instead of recompiling."""
+    t0 = time.time()
+    compiled = jitted.lower(*args).compile()
+    wall[f"{phase}/compile"] = time.time() - t0
+    return compiled
 
 
 def _read_json(path, default):
@@ -206,7 +243,7 @@ def run_pretrain(config, workdir):
     t0 = time.time()
     m = _kmeans_assign(config, z, data.y, workdir, "k-means on SAE embedding")
     wall["kmeans"] = time.time() - t0
-    return write_results(
+    return _write_results(
         workdir,
         config,
         mode="pretrain",
@@ -216,27 +253,35 @@ def run_pretrain(config, workdir):
     )
 
 
-def embed(model: Autoencoder, params, x: np.ndarray) -> np.ndarray:
-    """[N, D] inputs -> [N, d] embeddings, in fixed-size chunks (one compiled shape)."""
-    fn = _jit_encode(model)
-    return _chunked(lambda xb: fn(params, xb), x)
+def _write_results(workdir, config, **fields) -> dict:
+    """results.json from the primary process only (every process computes the same results)."""
+    if parallel.is_primary():
+        return write_results(workdir, config, **fields)
+    return fields
 
 
-def _jit_encode(model):
-    return jax.jit(lambda p, xb: model.apply({"params": p}, xb, method=Autoencoder.encode))
+def _init_sample(config) -> int:
+    return config.dec.get("init_sample", dec_init.DEFAULT_INIT_SAMPLE)
 
 
-def _chunked(fn, x: np.ndarray) -> np.ndarray:
-    n = len(x)
-    chunk = min(PREDICT_CHUNK, n)
-    outs = []
-    for lo in range(0, n, chunk):
-        xb = np.asarray(x[lo : lo + chunk])
-        pad = chunk - len(xb)
-        if pad:
-            xb = np.concatenate([xb, np.zeros((pad, *xb.shape[1:]), xb.dtype)])
-        outs.append(fn(jnp.asarray(xb))[: chunk - pad])
-    return np.asarray(jnp.concatenate(outs))
+@functools.cache
+def _row_fns(model: Autoencoder, alpha: float):
+    """Jitted whole-dataset passes (replicated outputs, see parallel.map_rows), built once per
+    model so that repeated passes never recompile: (encode, soft assignment q)."""
+
+    def encode(params, xb):
+        return model.apply({"params": params}, xb, method=Autoencoder.encode)
+
+    def q(params, xb):
+        return dec.soft_assignment(encode(params["ae"], xb), params["centres"], alpha)
+
+    return parallel.jit_rows(encode), parallel.jit_rows(q)
+
+
+def embed(model: Autoencoder, params, x) -> np.ndarray:
+    """[N, D] inputs -> [N, d] embeddings, in chunks of PREDICT_CHUNK rows (one compiled
+    shape)."""
+    return parallel.map_rows(_row_fns(model, 1.0)[0], params, x, PREDICT_CHUNK)
 
 
 # ---------------------------------------------------------------------------------------- DEC
@@ -254,7 +299,13 @@ def _init(config, z, y_vis, workdir):
             logging.warning("%s is unreadable (%s); recomputing the initialisation.", path, e)
     d = config.dec
     centres, labels = dec_init.init_centres(
-        d.get("init", "kmeans"), z, d.n_clusters, config.seed, d.kmeans_n_init, y_vis
+        d.get("init", "kmeans"),
+        z,
+        d.n_clusters,
+        config.seed,
+        d.kmeans_n_init,
+        y_vis,
+        max_points=_init_sample(config),
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     import io as _io
@@ -299,19 +350,22 @@ def run_dec(config, workdir):
 
     t0 = time.time()
     state, p, y_last, hist = _dec_loop(
-        config, model, ae_params, centres, y_init, x, y, workdir, y_vis
+        config, model, ae_params, centres, y_init, x, y, workdir, wall, y_vis
     )
     wall["dec"] = time.time() - t0
     history["dec"] = hist
 
     q = predict_q(model, state.params, x, config.dec.alpha)
     y_pred = q.argmax(1).astype(np.int32)
-    io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred)
-    io.atomic_save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
     # For the report (embedding map) and the export (distances to the centres).
-    io.atomic_save_npy(os.path.join(workdir, "embedding.npy"), embed(model, state.params["ae"], x))
-    io.atomic_save_npy(os.path.join(workdir, "centres.npy"), np.asarray(state.params["centres"]))
-    io.atomic_save_npy(os.path.join(workdir, "ids.npy"), np.asarray(data.ids).astype(str))
+    z = embed(model, state.params["ae"], x)
+    if parallel.is_primary():
+        io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred)
+        io.atomic_save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
+        io.atomic_save_npy(os.path.join(workdir, "embedding.npy"), z)
+        centres = np.asarray(state.params["centres"])
+        io.atomic_save_npy(os.path.join(workdir, "centres.npy"), centres)
+        io.atomic_save_npy(os.path.join(workdir, "ids.npy"), np.asarray(data.ids).astype(str))
     if y is not None:
         results_metrics["dec"] = metrics.all_metrics(y, y_pred)
         _log_metrics("DEC", results_metrics["dec"])
@@ -320,7 +374,7 @@ def run_dec(config, workdir):
             results_metrics["dec_hidden"] = metrics.all_metrics(y[hidden], y_pred[hidden])
             _log_metrics("DEC, rows with hidden labels", results_metrics["dec_hidden"])
     wall["total"] = time.time() - t_start
-    return write_results(
+    return _write_results(
         workdir,
         config,
         mode="dec",
@@ -332,13 +386,11 @@ def run_dec(config, workdir):
 
 
 def predict_q(model, params, x, alpha) -> np.ndarray:
-    """Soft assignments [N, K] of the whole dataset, chunked."""
-    encode = _jit_encode(model)
-    fn = jax.jit(lambda p, xb: dec.soft_assignment(encode(p["ae"], xb), p["centres"], alpha))
-    return _chunked(lambda xb: fn(params, xb), x)
+    """Soft assignments [N, K] of the whole dataset, in chunks of PREDICT_CHUNK rows."""
+    return parallel.map_rows(_row_fns(model, float(alpha))[1], params, x, PREDICT_CHUNK)
 
 
-def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, y_vis=None):
+def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, wall, y_vis=None):
     """DEC iterations with the target P recomputed on the whole dataset every update_interval.
 
     Optional terms (galaxy_jax/dec.py): dec.gamma > 0 adds the reconstruction loss (IDEC);
@@ -364,7 +416,7 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, y_vis=No
         "done": np.int32(0),
     }
     _, saved = ckpt.restore(template)
-    state, p, y_last = saved["state"], saved["p"], saved["y_last"]
+    state, p, y_last = parallel.replicate(saved["state"]), saved["p"], saved["y_last"]
     p_step, done = int(saved["p_step"]), bool(saved["done"])
     hist_path = os.path.join(ckpt.directory, "history.json")
     start = int(state.step)
@@ -388,6 +440,7 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, y_vis=No
         classes_of = dec_init.cluster_classes(d.get("init", "kmeans"), y_init, y_vis, d.n_clusters)
         allowed = dec_init.allowed_clusters(y_vis, classes_of)
     sampler = BatchSampler(n, d.batch_size, seed=config.seed * 1000 + 999)
+    mine = parallel.local_rows(d.batch_size)
     q_fn = lambda params: predict_q(model, params, x, d.alpha)  # noqa: E731
 
     guard = FiniteGuard("dec")
@@ -410,7 +463,7 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, y_vis=No
         )
 
     bar = tqdm(total=d.maxiter, initial=start, desc="dec", leave=False, disable=None)
-    step, loss, last_saved = start, None, start
+    step, loss, last_saved, compiled = start, None, start, None
     warned_empty = False
     while step < d.maxiter:
         if step % d.update_interval == 0 and p_step != step:
@@ -451,9 +504,12 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, y_vis=No
             if step - last_saved >= config.checkpoint_every:
                 save(step)
                 last_saved = step
-        idx = sampler(step)
+        idx = sampler(step)[mine]
         batch = (x[idx], p[idx]) if allowed is None else (x[idx], p[idx], allowed[idx])
-        state, loss = step_fn(state, *(jnp.asarray(b) for b in batch))
+        batch = parallel.batch(*batch, global_rows=d.batch_size)
+        if compiled is None:
+            compiled = compile_step(step_fn, wall, "dec", state, *batch)
+        state, loss = compiled(state, *batch)
         step += 1
         guard.update(loss, step)  # on device; checked at the next target update or save
         bar.update(1)

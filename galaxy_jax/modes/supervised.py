@@ -39,7 +39,7 @@ from jax.sharding import PartitionSpec as P
 from sklearn import metrics as skm
 from tqdm.auto import tqdm
 
-from galaxy_jax import io, preemption, weights
+from galaxy_jax import io, parallel, preemption, weights
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.preprocess import augment, preprocess
 from galaxy_jax.errors import UserError
@@ -269,15 +269,20 @@ def run_ann(config, workdir: str) -> dict:
     state = State.create(apply_fn=model.apply, params=params, tx=tx)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"))
     _, state = ckpt.restore(state)  # this run's checkpoint, else the fresh initialisation
+    # Data-parallel over every device (galaxy_jax/parallel.py): replicated state, sharded batch.
+    state, dropout_key = parallel.replicate((state, dropout_key))
 
     step_fn = jax.jit(functools.partial(ann_train_step, model=model), donate_argnums=(0,))
     logits_fn = jax.jit(lambda p, xb: jax.nn.sigmoid(model.apply({"params": p}, xb)))
     train_idx = splits["train"]
-    sampler = BatchSampler(len(train_idx), config.optim.batch_size, seed=config.seed)
+    batch_size = int(config.optim.batch_size)
+    parallel.check_batch_size("optim.batch_size", batch_size)
+    sampler = BatchSampler(len(train_idx), batch_size, seed=config.seed)
+    mine = parallel.local_rows(batch_size)
 
     def batch_fn(i):
-        idx = train_idx[sampler(i)]
-        return jnp.asarray(x[idx]), jnp.asarray(y[idx]), dropout_key
+        idx = train_idx[sampler(i)[mine]]
+        return (*parallel.batch(x[idx], y[idx], global_rows=batch_size), dropout_key)
 
     def predict_params(params, idx):
         out = [np.asarray(logits_fn(params, x[c]))[:n] for c, n in _chunks(idx, 4096)]

@@ -1,0 +1,112 @@
+"""Data parallelism over every device of every process, with JAX's own runtime only.
+
+One 1-D mesh, axis 'data', over `jax.devices()` (all processes' devices, process by process).
+Training batches are sharded along 'data' and parameters are replicated; XLA inserts the
+gradient all-reduce. A process feeds only its own rows: for a global batch of B rows (the same
+indices on every process, from the seeded BatchSampler), process p reads rows
+[p * B / P, (p + 1) * B / P) and `batch()` assembles the global array from the local pieces.
+
+Whole-dataset passes (embeddings, soft assignments) go the same way: each global chunk of rows
+is split over the devices, and the output is returned replicated, so every process holds the
+full [N, d] or [N, K] result (small per row) without a host-side exchange.
+
+Single process, single device is the same code with a mesh of one. Multi-process runs start with
+`jax.distributed.initialize` (main.py's --coordinator_address/--num_processes/--process_id, or
+--distributed for the cluster auto-detection); see README, "Several devices or hosts".
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from galaxy_jax.errors import UserError
+
+
+@functools.cache
+def mesh() -> Mesh:
+    return Mesh(np.asarray(jax.devices()), ("data",))
+
+
+def replicated() -> NamedSharding:
+    return NamedSharding(mesh(), P())
+
+
+def sharded() -> NamedSharding:
+    return NamedSharding(mesh(), P("data"))
+
+
+def device_count() -> int:
+    return jax.device_count()
+
+
+def is_primary() -> bool:
+    """The process that writes results files (checkpoints are written by all, via Orbax)."""
+    return jax.process_index() == 0
+
+
+def check_batch_size(field: str, batch_size: int) -> None:
+    n = jax.device_count()
+    if batch_size % n:
+        raise UserError(
+            f"config.{field}={batch_size} is not a multiple of the {n} devices; the global batch "
+            f"is split evenly over them (use e.g. {-(-batch_size // n) * n})"
+        )
+
+
+def replicate(tree):
+    """Host or device arrays (the same values on every process) -> replicated global arrays."""
+    return jax.device_put(tree, replicated())
+
+
+def local_rows(global_rows: int) -> slice:
+    """This process's slice of a global batch of `global_rows` rows (a multiple of the device
+    count)."""
+    per = global_rows // jax.process_count()
+    p = jax.process_index()
+    return slice(p * per, (p + 1) * per)
+
+
+def batch(*local: np.ndarray, global_rows: int):
+    """Process-local row blocks (this process's `local_rows`) -> global arrays sharded on 'data'.
+
+    Returns a tuple, one array per input."""
+    s = sharded()
+    return tuple(
+        jax.make_array_from_process_local_data(s, np.asarray(a), (global_rows, *a.shape[1:]))
+        for a in local
+    )
+
+
+def map_rows(fn, params, x, chunk: int) -> np.ndarray:
+    """fn(params, rows) over all rows of x [N, ...] in global chunks; returns [N, ...] on every
+    process.
+
+    x: anything with len() and slice reads (an array, or a disk reader). fn must be jitted with
+    a replicated output (see `jit_rows`); the chunk is rounded up to a multiple of the device
+    count and the last one is padded with zeros, so fn compiles once. Each process reads only
+    its part of each chunk.
+    """
+    n = len(x)
+    d = jax.device_count()
+    chunk = -(-min(chunk, n) // d) * d
+    mine = local_rows(chunk)
+    outs = []
+    for lo in range(0, n, chunk):
+        a, b = min(lo + mine.start, n), min(lo + mine.stop, n)
+        rows = np.asarray(x[a:b], np.float32)
+        want = mine.stop - mine.start
+        if len(rows) < want:
+            rows = np.concatenate([rows, np.zeros((want - len(rows), *rows.shape[1:]), np.float32)])
+        (g,) = batch(rows, global_rows=chunk)
+        outs.append(np.asarray(fn(params, g))[: min(chunk, n - lo)])
+    return np.concatenate(outs)
+
+
+def jit_rows(fn):
+    """jax.jit(fn) with its output replicated (for `map_rows`)."""
+    return jax.jit(fn, out_shardings=replicated())
