@@ -1,12 +1,17 @@
-"""Xception ImageNet features (2048-d, global average pool) of every image of a dataset.
+"""Xception ImageNet features (2048-d, global average pool) of every image of a dataset, or
+the preprocessed pixels themselves (`model='pixels'`).
 
 Run (after configs/convert_weights.py, or let it download and convert on first use):
   python main.py --config=configs/extract.py --workdir=workdirs/synthetic_features
+Pixels instead (no weights; 64x64 grayscale -> 4096-d, the "k-means/DEC on pixels" baselines):
+  python main.py --config=configs/extract.py --workdir=workdirs/synthetic_pixels \
+      --config.model=pixels --config.data.image_size=64
 Writes features.npy, ids.npy, labels.npy and features_meta.json (see galaxy_jax/modes/extract.py).
 Other data: --config.data.name=folder --config.data.folder=/path/to/images (configs/data_defaults.py
 lists the fields). On a GPU: --config.dtype=bfloat16. Test-time augmentation over the 8
 rotations and flips: --config.tta=True (8x the compute).
 Variant `configs/extract.py:smoke`: 6 small synthetic galaxies, random weights, 71x71 input.
+Variant `configs/extract.py:pixels_smoke`: the same galaxies as 16x16 grayscale pixels.
 """
 
 import ml_collections
@@ -19,6 +24,12 @@ def get_config(arg=None):
     c.mode = "extract"
     c.seed = 0  # only used by weights='random'
     c.data = data_defaults.get_data_config("synthetic")  # data.crop_size, data.image_size apply
+
+    # xception: 2048-d pooled features. pixels: the preprocessed image (the same centre crop,
+    # resize and [-1, 1] scaling as Xception's input), flattened to S*S (grayscale) or S*S*3.
+    c.model = "xception"
+    c.grayscale = True  # pixels only: one channel, the mean of R, G and B
+    c.standardize = False  # pixels only: z-score each image (drops brightness and contrast)
 
     c.weights = "imagenet"  # imagenet | random | path to a Flax .npz (convert_weights) or .h5
     c.weights_path = ""  # a local copy of the official Keras notop .h5; '' = cache, download
@@ -42,6 +53,10 @@ def get_config(arg=None):
         c.data.image_size = 71
         c.batch_size = 4
         c.shard_size = 4
+    elif arg == "pixels_smoke":
+        c = get_config("smoke")
+        c.model = "pixels"
+        c.data.image_size = 16
     elif arg:
-        raise ValueError(f"unknown variant {arg!r}; use 'smoke' or nothing")
+        raise ValueError(f"unknown variant {arg!r}; use 'smoke', 'pixels_smoke' or nothing")
     return c

@@ -37,6 +37,13 @@ def get_config(arg=None):
     c.split.val_fraction = 0.15
     c.split.test_fraction = 0.15
     c.split.seed = 0
+    # A predefined test set instead of test_fraction: the rows whose `csv_split_column` in this
+    # CSV is `csv_test` (e.g. the real sample's labels.csv: its 'validation' folder); val is then
+    # val_fraction of the other rows of each class. '' = split by the fractions.
+    c.split.csv = ""
+    c.split.csv_id_column = "GalaxyID"
+    c.split.csv_split_column = "split"
+    c.split.csv_test = "validation"
 
     c.model = ml_collections.ConfigDict()  # Xception + Dense(1); nothing to choose yet
     c.model.head = "dense"

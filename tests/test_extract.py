@@ -9,8 +9,10 @@ import textwrap
 import numpy as np
 import pytest
 
+from configs import data_defaults
 from configs import extract as extract_config
 from galaxy_jax.data import source as source_lib
+from galaxy_jax.errors import UserError
 from galaxy_jax.models import xception
 from galaxy_jax.modes import extract
 
@@ -123,3 +125,116 @@ def test_extract_mode_writes_outputs_and_skips_a_rerun(tmp_path):
     config.seed = 1  # other (random) weights: a different hash, so extracted again
     again = extract.run_extract(config, wd)
     assert not np.allclose(again, features)
+
+
+# ------------------------------------------------------------------------------------ pixels
+
+
+def _pixel_kw(**kw):
+    return {"image_size": 16, "batch_size": 4, "progress": False, "model": "pixels", **kw}
+
+
+def test_pixel_features_are_the_preprocessed_image_flattened():
+    from galaxy_jax.data.preprocess import preprocess
+
+    images = _images(5, size=40)
+    src = source_lib.from_arrays(images)
+    gray, fn = extract.extract_features(src, {}, grayscale=True, **_pixel_kw(crop_size=20))
+    rgb, _ = extract.extract_features(src, {}, grayscale=False, **_pixel_kw(crop_size=20))
+    x = np.asarray(preprocess(images, crop_size=20, image_size=16))  # [5, 16, 16, 3] in [-1, 1]
+    assert gray.shape == (5, 16 * 16) and gray.dtype == np.float32
+    assert rgb.shape == (5, 16 * 16 * 3)
+    np.testing.assert_allclose(rgb, x.reshape(5, -1), atol=1e-6)
+    np.testing.assert_allclose(gray, x.mean(-1).reshape(5, -1), atol=1e-6)
+    assert extract.feature_dim("pixels", 16, True) == 256
+    assert fn._cache_size() == 1  # the padded last batch reuses the one compilation
+    std, _ = extract.extract_features(
+        src, {}, grayscale=True, standardize=True, **_pixel_kw(crop_size=20)
+    )
+    np.testing.assert_allclose(std.mean(1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(std.std(1), 1.0, atol=1e-4)
+    g = gray - gray.mean(1, keepdims=True)
+    np.testing.assert_allclose(std, g / g.std(1, keepdims=True), atol=1e-4)
+
+
+def test_pixel_tta_is_a_rotation_invariant_image():
+    # 50 - 30 is even: the centre crop of a rotated image is the rotated crop, exactly.
+    image = _images(1, size=50)[0]
+    views = np.stack([image, np.rot90(image), image[:, ::-1], np.rot90(image, 3)[::-1]])
+    src = source_lib.from_arrays(np.ascontiguousarray(views))
+    f, _ = extract.extract_features(src, {}, tta=True, grayscale=True, **_pixel_kw(crop_size=30))
+    np.testing.assert_allclose(f, np.broadcast_to(f[:1], f.shape), atol=1e-6)
+    averaged = f[0].reshape(16, 16)
+    np.testing.assert_allclose(np.rot90(averaged), averaged, atol=1e-6)  # itself symmetric
+    np.testing.assert_allclose(averaged[:, ::-1], averaged, atol=1e-6)
+    plain, _ = extract.extract_features(src, {}, grayscale=True, **_pixel_kw(crop_size=30))
+    assert not np.allclose(plain[0], plain[1])  # the views do differ without TTA
+
+
+def test_pixels_extract_mode_layout_metadata_and_kmeans_on_it(tmp_path):
+    from configs import galaxy_sample
+    from galaxy_jax.modes import cluster
+
+    config = extract_config.get_config("pixels_smoke")
+    wd = str(tmp_path / "pixels")
+    features = extract.run_extract(config, wd)
+    assert features.shape == (6, 16 * 16) and features.dtype == np.float32
+    assert sorted(os.listdir(wd)) == sorted(extract.OUTPUTS)  # the Xception layout, no shards
+    assert np.load(os.path.join(wd, "labels.npy")).shape == (6,)
+    with open(os.path.join(wd, "features_meta.json")) as f:
+        meta = json.load(f)
+    assert meta["feature_source"] == "pixels" and meta["grayscale"] is True
+    assert meta["standardize"] is False
+    assert meta["weights"] == "none (pixels)" and meta["weights_sha256"] is None
+    assert meta["feature_dim"] == 256 and meta["image_size"] == 16
+    mtime = os.path.getmtime(os.path.join(wd, "features.npy"))
+    extract.run_extract(config, wd)  # up to date
+    assert os.path.getmtime(os.path.join(wd, "features.npy")) == mtime
+    config.tta = True  # another identity: extracted again
+    assert not np.allclose(extract.run_extract(config, wd), features)
+
+    km = galaxy_sample.get_config("kmeans_pixels")  # "k-means on pixels" reads that workdir
+    km.data.path = wd
+    km.dec.kmeans_n_init = 2
+    results = cluster.run_kmeans(km, str(tmp_path / "kmeans"))
+    assert results["metrics"]["kmeans_input"]["n"] == 6
+
+
+def test_unknown_feature_source_is_rejected_before_the_workdir(tmp_path):
+    config = extract_config.get_config("pixels_smoke")
+    config.model = "resnet"
+    with pytest.raises(UserError, match="config.model"):
+        extract.run_extract(config, str(tmp_path / "wd"))
+    assert not os.path.exists(tmp_path / "wd")
+
+
+@pytest.mark.skipif(
+    not os.path.isdir(data_defaults.KAGGLE_SAMPLE), reason="real Kaggle sample not found"
+)
+def test_sample_configs_run_on_real_images_with_random_weights(tmp_path):
+    """configs/galaxy_sample.py's extraction variants on 4 real sample JPEGs (2 per class, the
+    sample's folder layout): Xception with weights='random' is what a user flips to 'imagenet'."""
+    from configs import galaxy_sample
+
+    root = tmp_path / "sample"
+    for split, cls in (("train", "spirals"), ("validation", "non_spirals")):
+        src_dir = os.path.join(data_defaults.KAGGLE_SAMPLE, "images", split, cls)
+        (root / split / cls).mkdir(parents=True)
+        for name in sorted(os.listdir(src_dir))[:2]:
+            os.symlink(os.path.join(src_dir, name), root / split / cls / name)
+    for variant, dim in (("xception_extract", 2048), ("pixels_extract", 64 * 64)):
+        config = galaxy_sample.get_config(variant)
+        if variant == "xception_extract":
+            assert config.weights == "imagenet" and config.model == "xception"
+            config.weights, config.download = "random", False
+        config.data.folder = str(root)
+        wd = str(tmp_path / variant)
+        features = extract.run_extract(config, wd)
+        assert features.shape == (4, dim) and np.all(np.isfinite(features))
+        with open(os.path.join(wd, "features_meta.json")) as f:
+            meta = json.load(f)
+        assert meta["class_names"] == ["non_spirals", "spirals"]
+        assert meta["crop_size"] == 208 and meta["source_image_shape"] == [424, 424, 3]
+        assert meta["feature_source"] == config.model
+        assert meta["weights"] == ("random (seed 0)" if dim == 2048 else "none (pixels)")
+        assert np.load(os.path.join(wd, "labels.npy")).tolist() == [1, 1, 0, 0]

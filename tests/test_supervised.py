@@ -34,6 +34,28 @@ def test_split_is_stratified_disjoint_and_seeded():
     assert not np.array_equal(s["test"], other["test"])
 
 
+def test_split_from_csv_takes_the_test_rows_from_the_csv(tmp_path):
+    # The real sample's labels.csv layout: GalaxyID, split, ... (train | validation folders).
+    ids = np.asarray([f"g{i}" for i in range(26)])
+    y = np.asarray([0] * 10 + [1] * 10 + [0, 0, 1, 1, -1, 0], np.int32)
+    csv = tmp_path / "labels.csv"
+    rows = [f"{g},{'validation' if i >= 20 else 'train'},x" for i, g in enumerate(ids)]
+    csv.write_text("GalaxyID,split,label\n" + "\n".join(rows) + "\n")
+    kw = dict(id_column="GalaxyID", split_column="split", test_split="validation", seed=0)
+    s = supervised.split_indices_from_csv(ids, y, str(csv), val_fraction=0.2, **kw)
+    assert s["test"].tolist() == [20, 21, 22, 23, 25]  # the CSV's validation rows, labelled
+    assert [int((y[s["val"]] == c).sum()) for c in (0, 1)] == [2, 2]  # 20% of each class
+    assert sorted(np.concatenate([s["train"], s["val"]]).tolist()) == list(range(20))
+    with pytest.raises(UserError, match="the splits are"):
+        supervised.split_indices_from_csv(
+            ids, y, str(csv), val_fraction=0.2, **{**kw, "test_split": "test"}
+        )
+    with pytest.raises(UserError, match="no row for 1 ids"):
+        supervised.split_indices_from_csv(
+            np.asarray([*ids[:-1], "new"]), y, str(csv), val_fraction=0.2, **kw
+        )
+
+
 def test_binary_metrics_layout():
     m = supervised.binary_metrics(
         np.asarray([0, 0, 1, 1, 1]), np.asarray([0.1, 0.7, 0.9, 0.6, 0.2])

@@ -1,10 +1,20 @@
 """Modes `convert_weights` (Keras ImageNet .h5 -> Flax .npz) and `extract` (images -> features).
 
+Feature sources (`config.model`):
+  xception   [N, 2048] pooled Xception features (ImageNet, random or a weights file)
+  pixels     [N, S*S] (grayscale) or [N, S*S*3] (RGB) flattened preprocessed images: the same
+             crop, resize and [-1, 1] scaling as the Xception input, so that `kmeans` and `dec`
+             on them are the "on pixels" baselines. No network, no weights. `standardize`
+             z-scores each image (its brightness and contrast no longer count).
+With `tta` both average over the 8 rotations/flips of each image; for pixels that average is
+itself invariant to them (a rotation-symmetrised image).
+
 Workdir of `extract` (the clustering modes read the first four):
-  features.npy          [N, 2048] float32 pooled Xception features, written once complete
+  features.npy          [N, D] float32 features (D as above), written once complete
   ids.npy               [N] str image ids
   labels.npy            [N] int32, -1 where unknown; absent for an unlabelled dataset
-  features_meta.json    config, weights hash, input size, crop, TTA, dtype, versions
+  features_meta.json    feature_source, config, weights hash, input size, crop, TTA, dtype,
+                        versions
   feature_shards/       resumable partial results (deleted once features.npy is written)
 
 Interruptions (see `extract_features`): each shard is written atomically, its SHA-256 beside it
@@ -46,6 +56,8 @@ from galaxy_jax.train_utils import prepare_workdir, versions
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 SHARD_DIR = "feature_shards"
+FEATURE_SOURCES = ("xception", "pixels")
+XCEPTION_DIM = 2048
 
 
 # ---------------------------------------------------------------------------------------------
@@ -121,36 +133,77 @@ def pooled_features(model: Xception, variables, x, *, micro_batch: int = 0, num_
     return out.reshape(per // mb, num_shards, mb, -1).swapaxes(0, 1).reshape(b, -1)
 
 
+def pixel_features(x, *, grayscale: bool):
+    """[B, S, S, 3] preprocessed images in [-1, 1] -> [B, S*S] (mean of R, G, B) if grayscale,
+    else [B, S*S*3] (row-major, channels last), float32."""
+    if grayscale:
+        x = x.mean(axis=-1)
+    return x.reshape(x.shape[0], -1).astype(jnp.float32)
+
+
+def standardize_rows(f):
+    """[B, D] -> each row minus its mean, over its standard deviation (eps 1e-6): an image's
+    overall brightness and contrast no longer count, only its shape."""
+    f = f - f.mean(axis=1, keepdims=True)
+    return f / (f.std(axis=1, keepdims=True) + 1e-6)
+
+
+def feature_dim(model: str, image_size: int, grayscale: bool) -> int:
+    """Width D of the features of feature source `model` (see FEATURE_SOURCES)."""
+    if model == "xception":
+        return XCEPTION_DIM
+    return int(image_size) ** 2 * (1 if grayscale else 3)
+
+
 @functools.lru_cache(maxsize=8)
 def make_feature_fn(
-    mesh: Mesh, *, dtype: str, crop_size: int, image_size: int, tta: bool, micro_batch: int = 0
+    mesh: Mesh,
+    *,
+    dtype: str,
+    crop_size: int,
+    image_size: int,
+    tta: bool,
+    micro_batch: int = 0,
+    model: str = "xception",
+    grayscale: bool = False,
+    standardize: bool = False,
 ):
-    """jit(variables, images [B, H, W, 3] uint8) -> [B, 2048] float32 pooled features.
+    """jit(variables, images [B, H, W, 3] uint8) -> [B, D] float32 features.
 
-    B must be a multiple of the mesh size. With `tta`, the features are averaged over the 8
-    rotations and flips of each image (galaxies have no preferred orientation). Cached, so
-    repeated extractions with the same settings reuse one compilation.
+    model 'xception': D = 2048 pooled features; 'pixels': the preprocessed image, flattened
+    (`pixel_features`; `variables` is then an empty dict). B must be a multiple of the mesh size.
+    With `tta`, the features are averaged over the 8 rotations and flips of each image (galaxies
+    have no preferred orientation). `standardize` (pixels): `standardize_rows` after the TTA
+    average. Cached, so repeated extractions with the same settings reuse one compilation.
     """
-    model = Xception(dtype=DTYPES[dtype])
     data = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
-    pooled = functools.partial(
-        pooled_features, model, micro_batch=micro_batch, num_shards=mesh.devices.size
-    )
+    dim = feature_dim(model, image_size, grayscale)
+    if model == "xception":
+        features_of = functools.partial(
+            pooled_features,
+            Xception(dtype=DTYPES[dtype]),
+            micro_batch=micro_batch,
+            num_shards=mesh.devices.size,
+        )
+    else:
+        features_of = lambda variables, x: pixel_features(x, grayscale=grayscale)  # noqa: E731
 
     def fn(variables, images):
         x = preprocess(images, crop_size=crop_size or None, image_size=image_size)
         x = jax.lax.with_sharding_constraint(x, data)
         if not tta:
-            return pooled(variables, x)
-        # A loop, not 8 copies of the network in the graph: compile time stays that of one.
-        acc = jax.lax.fori_loop(
-            0,
-            8,
-            lambda k, acc: acc + pooled(variables, _dihedral_batch(x, k)),
-            jnp.zeros((x.shape[0], 2048), jnp.float32),
-        )
-        return acc / 8.0
+            f = features_of(variables, x)
+        else:
+            # A loop, not 8 copies of the network in the graph: compile time stays that of one.
+            acc = jax.lax.fori_loop(
+                0,
+                8,
+                lambda k, acc: acc + features_of(variables, _dihedral_batch(x, k)),
+                jnp.zeros((x.shape[0], dim), jnp.float32),
+            )
+            f = acc / 8.0
+        return standardize_rows(f) if standardize else f
 
     return jax.jit(fn, in_shardings=(replicated, data), out_shardings=data)
 
@@ -179,12 +232,15 @@ def extract_features(
     mesh: Mesh | None = None,
     micro_batch: int = 0,
     progress: bool = True,
+    model: str = "xception",
+    grayscale: bool = False,
+    standardize: bool = False,
 ):
-    """[N, 2048] float32 features of every image of `source`.
+    """[N, D] float32 features of every image of `source` (D: `feature_dim`).
 
     Args:
       source: the images; all of shape source.image_shape.
-      variables: Xception {'params', 'batch_stats'} without the top.
+      variables: Xception {'params', 'batch_stats'} without the top; {} for model 'pixels'.
       batch_size: global batch, rounded up to a multiple of the number of devices.
       shard_dir: if set, each `shard_size` images are saved there as they finish, and shards
         already there (under the same `meta_hash`, with a matching SHA-256) are reused, so an
@@ -195,11 +251,18 @@ def extract_features(
         hash is deleted and rebuilt, never reused.
       micro_batch: images per device per network pass inside a batch (see `pooled_features`);
         0 runs the whole batch at once.
+      model: feature source, 'xception' or 'pixels' (FEATURE_SOURCES).
+      grayscale: pixels only: one channel, the mean of R, G and B.
+      standardize: pixels only: each image's values to mean 0, standard deviation 1.
     Returns:
-      (features [N, 2048] float32, the jitted function, for inspection by tests).
+      (features [N, D] float32, the jitted function, for inspection by tests).
     """
-    if image_size < MIN_SIZE:
+    if model not in FEATURE_SOURCES:
+        raise UserError(f"model must be one of {FEATURE_SOURCES}, got {model!r}")
+    if model == "xception" and image_size < MIN_SIZE:
         raise UserError(f"image_size must be at least {MIN_SIZE}, got {image_size}")
+    if image_size < 1:
+        raise UserError(f"image_size must be at least 1, got {image_size}")
     if dtype not in DTYPES:
         raise UserError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
     mesh = mesh or data_mesh()
@@ -212,14 +275,18 @@ def extract_features(
         image_size=int(image_size),
         tta=bool(tta),
         micro_batch=int(micro_batch),
+        model=model,
+        grayscale=bool(grayscale) and model == "pixels",
+        standardize=bool(standardize) and model == "pixels",
     )
+    dim = feature_dim(model, image_size, grayscale)
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
     batch_sharding = NamedSharding(mesh, P("data"))
 
     n = len(source)
     shards = _shard_ranges(n, shard_size)
     done, partial = (
-        _open_shard_dir(shard_dir, meta_hash, n, shard_size) if shard_dir else (set(), {})
+        _open_shard_dir(shard_dir, meta_hash, n, shard_size, dim) if shard_dir else (set(), {})
     )
     todo = [(i, s, e) for i, (s, e) in enumerate(shards) if i not in done]
     if done or partial:
@@ -280,7 +347,7 @@ def extract_features(
         parts = [np.load(_shard_path(shard_dir, i, len(shards))) for i in range(len(shards))]
     else:
         parts = [results[i][0] for i in range(len(shards))]
-    features = np.concatenate(parts) if parts else np.zeros((0, 2048), np.float32)
+    features = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
     return features.astype(np.float32), fn
 
 
@@ -313,8 +380,8 @@ def _remove_shard(path: str) -> None:
             os.remove(p)
 
 
-def _load_shard(path: str, rows) -> np.ndarray | None:
-    """The [r, 2048] float32 array in `path` if it matches its digest and r is in `rows`; else
+def _load_shard(path: str, rows, dim: int = XCEPTION_DIM) -> np.ndarray | None:
+    """The [r, dim] float32 array in `path` if it matches its digest and r is in `rows`; else
     None, with a warning naming the file (it is then rebuilt)."""
     try:
         with open(path, "rb") as f:
@@ -333,7 +400,7 @@ def _load_shard(path: str, rows) -> np.ndarray | None:
         )
         return None
     array = np.load(_io.BytesIO(data))
-    if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != 2048:
+    if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != dim:
         logging.warning("Ignoring misshaped feature shard %s %s; rebuilding it.", path, array.shape)
         return None
     if array.shape[0] not in rows:
@@ -353,7 +420,9 @@ def _remove_temporaries(directory: str, names=None) -> None:
             os.remove(path)
 
 
-def _open_shard_dir(shard_dir: str, meta_hash: str, n: int, shard_size: int):
+def _open_shard_dir(
+    shard_dir: str, meta_hash: str, n: int, shard_size: int, dim: int = XCEPTION_DIM
+):
     """Shards already in `shard_dir`: (indices of the complete ones, {index: partial array}).
 
     Clears the directory if it was written under another hash (or its meta.json is unreadable).
@@ -383,14 +452,14 @@ def _open_shard_dir(shard_dir: str, meta_hash: str, n: int, shard_size: int):
     for i, (s, e) in enumerate(shards):
         path = _shard_path(shard_dir, i, len(shards))
         if os.path.exists(path):
-            if _load_shard(path, (e - s,)) is not None:
+            if _load_shard(path, (e - s,), dim) is not None:
                 done.add(i)
                 _remove_shard(_partial_path(path))
                 continue
             _remove_shard(path)
         part = _partial_path(path)
         if os.path.exists(part):
-            array = _load_shard(part, range(1, e - s))
+            array = _load_shard(part, range(1, e - s), dim)
             if array is None:
                 _remove_shard(part)
             else:
@@ -451,13 +520,24 @@ def run_extract(config, workdir: str) -> np.ndarray:
     """
     from galaxy_jax.data.sources import make_image_source
 
+    model = config.get("model", "xception")
+    grayscale = bool(config.get("grayscale", False)) and model == "pixels"
+    standardize = bool(config.get("standardize", False)) and model == "pixels"
+    if model not in FEATURE_SOURCES:
+        raise UserError(f"config.model must be one of {FEATURE_SOURCES}, got {model!r}")
     workdir = prepare_workdir(workdir)
     d = config.data
     source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))
-    loaded = weights.from_config(config, include_top=False)
+    if model == "xception":
+        loaded = weights.from_config(config, include_top=False)
+        variables, description = loaded.variables, loaded.description
+        weights_sha256, weights_source_sha256 = loaded.sha256, loaded.source_sha256
+    else:  # pixels need no network: nothing is loaded or downloaded
+        variables, description = {}, "none (pixels)"
+        weights_sha256 = weights_source_sha256 = None
     # Everything the numbers depend on (not batch size, device count or shard layout).
     identity = {
-        "weights_sha256": loaded.sha256,
+        "weights_sha256": weights_sha256,
         "ids_sha256": _ids_sha256(source.ids),
         "num_images": len(source),
         "source_image_shape": list(source.image_shape),
@@ -466,6 +546,8 @@ def run_extract(config, workdir: str) -> np.ndarray:
         "tta": bool(config.tta),
         "dtype": config.dtype,
     }
+    if model != "xception":  # added only here, so that Xception hashes of older runs still match
+        identity.update(feature_source=model, grayscale=grayscale, standardize=standardize)
     meta_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     meta_path = os.path.join(workdir, "features_meta.json")
     feat_path = os.path.join(workdir, "features.npy")
@@ -479,7 +561,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
     start = time.time()
     features, _ = extract_features(
         source,
-        loaded.variables,
+        variables,
         image_size=d.image_size,
         crop_size=d.crop_size,
         batch_size=config.batch_size,
@@ -489,6 +571,9 @@ def run_extract(config, workdir: str) -> np.ndarray:
         shard_size=config.shard_size,
         meta_hash=meta_hash,
         micro_batch=_micro_batch(config),
+        model=model,
+        grayscale=grayscale,
+        standardize=standardize,
     )
     seconds = time.time() - start
     if not np.all(np.isfinite(features)):
@@ -509,10 +594,13 @@ def run_extract(config, workdir: str) -> np.ndarray:
         meta_path,
         {
             **identity,
+            "feature_source": model,
+            "grayscale": grayscale,
+            "standardize": standardize,
             "meta_hash": meta_hash,
             "features_sha256": _file_sha256(feat_path),
-            "weights": loaded.description,
-            "weights_source_sha256": loaded.source_sha256,
+            "weights": description,
+            "weights_source_sha256": weights_source_sha256,
             "class_names": list(source.class_names),
             "feature_dim": int(features.shape[1]),
             "num_devices": jax.device_count(),
@@ -526,5 +614,5 @@ def run_extract(config, workdir: str) -> np.ndarray:
         },
     )
     shutil.rmtree(os.path.join(workdir, SHARD_DIR), ignore_errors=True)
-    print(f"Wrote {features.shape} features of {len(source)} images to {feat_path}")
+    print(f"Wrote {features.shape} {model} features of {len(source)} images to {feat_path}")
     return features

@@ -10,7 +10,9 @@ supervised_cnn: Xception (ImageNet, random or a weights file) fine-tuned end to 
 
 Both split the labelled rows (label >= 0; the labels must be 0/1) into train / val / test,
 stratified by class, with `split.seed` (fixed across training seeds, so seeds vary only the
-training). Workdir:
+training). With `split.csv` set, the test rows are instead those that the CSV puts in split
+`split.csv_test` (e.g. the real sample's own train/validation folders, in its labels.csv), and
+val is `split.val_fraction` of the other rows of each class. Workdir:
   ckpt/            Orbax checkpoints (resume: this run's checkpoint, then the pretrained
                    weights, then a fresh initialisation); ckpt/history.json the logged losses
   results.json     metrics.{val,test}: accuracy, roc_auc, confusion [[TN, FN], [FP, TP]]
@@ -91,6 +93,66 @@ def split_indices(y: np.ndarray, val_fraction: float, test_fraction: float, seed
     if len(out["train"]) == 0:
         raise UserError("no labelled training rows: the supervised modes need labels")
     return out
+
+
+def split_indices_from_csv(
+    ids, y: np.ndarray, csv_path: str, *, id_column, split_column, test_split, val_fraction, seed
+) -> dict:
+    """{'train', 'val', 'test'} as `split_indices`, the test rows given by a CSV.
+
+    ids: [N] str; y: [N] int, -1 unknown (left out). test = the labelled rows whose row in the
+    CSV has `split_column` == `test_split`; val = round(val_fraction * n) of the remaining n rows
+    of each class (seeded by `seed`); train = the rest. Every labelled id needs a CSV row.
+    """
+    from galaxy_jax.data.bad_input import read_csv
+
+    if not 0 <= val_fraction < 1:
+        raise UserError(f"config.split.val_fraction must be in [0, 1), got {val_fraction}")
+    header, rows = read_csv(os.path.expanduser(csv_path), (id_column, split_column), "split")
+    i_id, i_split = header.index(id_column), header.index(split_column)
+    split_of = {r[i_id].strip(): r[i_split].strip() for r in rows if len(r) == len(header)}
+    labelled = np.flatnonzero(y >= 0)
+    missing = [str(ids[i]) for i in labelled if str(ids[i]) not in split_of]
+    if missing:
+        raise UserError(
+            f"config.split.csv {csv_path}: no row for {len(missing)} ids, e.g. {missing[:3]}"
+        )
+    is_test = np.zeros(len(y), bool)
+    is_test[labelled] = [split_of[str(ids[i])] == test_split for i in labelled]
+    if not is_test.any():
+        found = sorted({split_of[str(ids[i])] for i in labelled})
+        raise UserError(
+            f"config.split.csv_test={test_split!r}: no row of {csv_path} is in that split; "
+            f"the splits are {found}"
+        )
+    rng = np.random.default_rng([int(seed), 20260])
+    parts = {"train": [], "val": [], "test": [np.flatnonzero(is_test)]}
+    for c in np.unique(y[labelled]):
+        idx = rng.permutation(np.flatnonzero((y == c) & ~is_test))
+        n_val = int(round(len(idx) * val_fraction))
+        parts["val"].append(idx[:n_val])
+        parts["train"].append(idx[n_val:])
+    out = {s: np.sort(np.concatenate(p)).astype(np.int64) for s, p in parts.items()}
+    if len(out["train"]) == 0:
+        raise UserError("no labelled training rows: the supervised modes need labels")
+    return out
+
+
+def make_splits(config, ids, y: np.ndarray) -> dict:
+    """The train / val / test rows of config.split: from `split.csv` if set, else fractions."""
+    sp = config.split
+    if sp.get("csv", ""):
+        return split_indices_from_csv(
+            ids,
+            y,
+            sp.csv,
+            id_column=sp.csv_id_column,
+            split_column=sp.csv_split_column,
+            test_split=sp.csv_test,
+            val_fraction=sp.val_fraction,
+            seed=sp.seed,
+        )
+    return split_indices(y, sp.val_fraction, sp.test_fraction, sp.seed)
 
 
 def check_binary(y, what: str) -> np.ndarray:
@@ -250,9 +312,7 @@ def run_ann(config, workdir: str) -> dict:
     t0 = time.time()
     data = load_vectors(config.data)
     y = check_binary(data.y, f"data {config.data.get('path', config.data.name)}")
-    splits = split_indices(
-        y, config.split.val_fraction, config.split.test_fraction, config.split.seed
-    )
+    splits = make_splits(config, data.ids, y)
     workdir = prepare_workdir(workdir)
     check_run_config(os.path.join(workdir, "ckpt"), config, RUN_FIELDS)
     x = np.asarray(data.x, np.float32)
@@ -348,9 +408,7 @@ def run_cnn(config, workdir: str) -> dict:
     workdir = prepare_workdir(workdir)
     source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))
     y = check_binary(source.labels, f"dataset {d.name}")
-    splits = split_indices(
-        y, config.split.val_fraction, config.split.test_fraction, config.split.seed
-    )
+    splits = make_splits(config, source.ids, y)
     check_run_config(os.path.join(workdir, "ckpt"), config, RUN_FIELDS)
 
     mesh = data_mesh()

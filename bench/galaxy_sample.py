@@ -1,0 +1,324 @@
+"""The real-sample table: k-means and DEC on pixels (and variants), supervised references.
+
+The data: the 2,000 real Kaggle Galaxy Zoo images in ../shared/data/galaxy_zoo_kaggle_sample,
+1,000 "spirals" / 1,000 "non_spirals" by a third party's cut (PROVENANCE.md; not elliptical vs
+spiral). Each row is `python main.py --config=configs/galaxy_sample.py:VARIANT` run once per seed
+into workdirs/galaxy_sample/<row>/seed<N> (a finished run is skipped, an interrupted one
+resumes); the features each row reads are extracted first, once. Writes
+bench/results/galaxy_sample.json (per-seed numbers, mean, std, median, the commands, wall times)
+and prints a markdown table of mean +- std.
+
+  python bench/galaxy_sample.py --seeds=0,1,2,3,4                  # every row
+  python bench/galaxy_sample.py --seeds=0,1,2,3,4 --rows=kmeans_pixels,dec_pixels
+  python bench/galaxy_sample.py --row_seeds=cnn_scratch=0      # fewer seeds for one row
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = "configs/galaxy_sample.py"
+WORKDIRS = "workdirs/galaxy_sample"
+
+# Feature sets: name (= workdir under WORKDIRS) -> (extract variant, extra flags).
+FEATURES = {
+    "pixels64": ("pixels_extract", []),
+    "pixels64_tta": ("pixels_tta_extract", []),
+    "pixels64_tta_std": ("pixels_tta_std_extract", []),
+    # No ImageNet weights can be downloaded here: a seeded, randomly initialised Xception.
+    "xception128_random": ("xception_extract", ["--config.weights=random"]),
+}
+
+# Row name (= workdir under WORKDIRS) -> variant, features, extra flags, [(metrics key, label)].
+ROWS = {
+    "kmeans_pixels": dict(
+        variant="kmeans_pixels",
+        features="pixels64",
+        report=[("kmeans_input", "(a) k-means on pixels (64x64 gray)")],
+    ),
+    "dec_pixels": dict(
+        variant="dec_pixels",
+        features="pixels64",
+        report=[
+            ("kmeans_embedding", "k-means on the SAE embedding of the pixels"),
+            ("dec", "(b) DEC on pixels (SAE 4096-500-500-2000-10)"),
+        ],
+    ),
+    "kmeans_pixels_tta": dict(
+        variant="kmeans_pixels_tta",
+        features="pixels64_tta",
+        report=[("kmeans_input", "(c) k-means on rotation-averaged pixels")],
+    ),
+    "dec_pixels_tta": dict(
+        variant="dec_pixels_tta",
+        features="pixels64_tta",
+        report=[
+            ("kmeans_embedding", "(c) k-means on the SAE embedding, rotation-averaged pixels"),
+            ("dec", "(c) DEC on rotation-averaged pixels"),
+        ],
+    ),
+    "kmeans_pixels_tta_std": dict(
+        variant="kmeans_pixels_tta_std",
+        features="pixels64_tta_std",
+        report=[("kmeans_input", "(c) k-means on rotation-averaged, per-image z-scored pixels")],
+    ),
+    "dec_pixels_tta_std": dict(
+        variant="dec_pixels_tta_std",
+        features="pixels64_tta_std",
+        report=[
+            ("kmeans_embedding", "(c) k-means on the SAE embedding, rot.-avg. z-scored pixels"),
+            ("dec", "(c) DEC on rotation-averaged, per-image z-scored pixels"),
+        ],
+    ),
+    "idec_pixels_tta": dict(
+        variant="idec_pixels_tta",
+        features="pixels64_tta",
+        report=[("dec", "(c) IDEC (gamma 1) on rotation-averaged pixels")],
+    ),
+    "dec_pixels_tta_4": dict(
+        variant="dec_pixels_tta_4",
+        features="pixels64_tta",
+        report=[("dec", "(c) DEC, 4 clusters by dominant label, rotation-averaged pixels")],
+        dominant=True,  # more clusters than classes: score by each cluster's majority label
+    ),
+    "kmeans_xception_random": dict(
+        variant="kmeans_xception",
+        features="xception128_random",
+        extra=[f"--config.data.path={WORKDIRS}/xception128_random"],
+        report=[("kmeans_input", "(c) k-means on RANDOM-weight Xception features (128 px)")],
+    ),
+    "dec_xception_random": dict(
+        variant="dec_xception",
+        features="xception128_random",
+        extra=[f"--config.data.path={WORKDIRS}/xception128_random"],
+        report=[("dec", "(c) DEC on RANDOM-weight Xception features (128 px)")],
+    ),
+    "ann_pixels": dict(
+        variant="ann_pixels",
+        features="pixels64",
+        report=[("test", "(d) supervised ANN (512, 128) on pixels")],
+    ),
+    "cnn_scratch": dict(
+        variant="cnn_scratch",
+        features=None,
+        report=[("test", "(d) supervised CNN: Xception from scratch, 71 px")],
+    ),
+}
+DEFAULT_ROWS = (
+    "kmeans_pixels,dec_pixels,ann_pixels,cnn_scratch,kmeans_pixels_tta,kmeans_pixels_tta_std,"
+    "dec_pixels_tta_std,kmeans_xception_random"
+)
+
+
+def _cmd(variant, workdir, extra=(), seed=None):
+    cmd = ["python", "main.py", f"--config={CONFIG}:{variant}", f"--workdir={workdir}"]
+    if seed is not None:
+        cmd.append(f"--config.seed={seed}")
+    return cmd + list(extra)
+
+
+def _run(cmd, done_file):
+    """Runs `cmd` unless done_file exists; returns the wall seconds of this call (None if
+    skipped)."""
+    if os.path.isfile(os.path.join(ROOT, done_file)):
+        return None
+    print("$", shlex.join(cmd), flush=True)
+    t0 = time.time()
+    subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
+    seconds = time.time() - t0
+    print(f"  done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def extract(name):
+    variant, extra = FEATURES[name]
+    workdir = f"{WORKDIRS}/{name}"
+    cmd = _cmd(variant, workdir, extra)
+    _run(cmd, os.path.join(workdir, "features.npy"))
+    with open(os.path.join(ROOT, workdir, "features_meta.json")) as f:
+        meta = json.load(f)
+    keep = ("feature_source", "weights", "feature_dim", "image_size", "crop_size", "tta")
+    return {
+        "command": shlex.join(cmd),
+        "seconds": meta["seconds"],
+        **{k: meta.get(k) for k in keep},
+    }
+
+
+def balanced_acc_hungarian(contingency):
+    """Mean per-class recall under the one-to-one (Hungarian) cluster -> class map; clusters
+    left without a class predict nothing right. contingency: [clusters, classes] counts."""
+    table = np.asarray(contingency)
+    rows, cols = linear_sum_assignment(-table)
+    hit = np.zeros(table.shape[1])
+    hit[cols] = table[rows, cols]
+    return float(np.mean(hit / np.maximum(table.sum(0), 1)))
+
+
+def _wall(results):
+    w = results.get("wall_s") or {}
+    return float(w.get("total", w.get("kmeans", sum(w.values()))))
+
+
+def _stats(values):
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return {
+        "mean": float(np.mean(v)),
+        "std": float(np.std(v)),  # population std over seeds
+        "median": float(np.median(v)),
+        "per_seed": values,
+    }
+
+
+def row_metrics(key, runs):
+    """{metric: stats over seeds} for a clustering key or a supervised split ('test')."""
+    ms = [r["metrics"][key] for r in runs]
+    if key in ("test", "val"):
+        out = {
+            "accuracy": _stats([m["accuracy"] for m in ms]),
+            "roc_auc": _stats([m["roc_auc"] for m in ms]),
+            "val_accuracy": _stats([r["metrics"].get("val", {}).get("accuracy") for r in runs]),
+            "n_test": ms[0]["n"],
+            "split_sizes": runs[0].get("split_sizes"),
+        }
+        return out
+    return {
+        "acc": _stats([m["acc"] for m in ms]),
+        "balanced_acc": _stats([balanced_acc_hungarian(m["contingency"]) for m in ms]),
+        "acc_dominant": _stats([m["acc_dominant"] for m in ms]),
+        "balanced_acc_dominant": _stats([m["balanced_acc_dominant"] for m in ms]),
+        "nmi": _stats([m["nmi"] for m in ms]),
+        "ari": _stats([m["ari"] for m in ms]),
+        "contingency_per_seed": [m["contingency"] for m in ms],
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seeds", default="0,1,2,3,4")
+    parser.add_argument("--rows", default=DEFAULT_ROWS, help=f"comma list of {list(ROWS)}")
+    parser.add_argument(
+        "--row_seeds",
+        default="",
+        help="ROW=S:S:...;ROW=... seeds for single rows instead of --seeds, e.g. cnn_scratch=0",
+    )
+    parser.add_argument(
+        "--out", default=os.path.join(ROOT, "bench", "results", "galaxy_sample.json")
+    )
+    args = parser.parse_args()
+    seeds = [int(s) for s in args.seeds.split(",")]
+    row_seeds = {}
+    for item in filter(None, args.row_seeds.split(";")):
+        row, _, values = item.partition("=")
+        row_seeds[row] = [int(s) for s in values.split(":")]
+    names = [r for r in args.rows.split(",") if r]
+    unknown = [r for r in names if r not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; known: {list(ROWS)}")
+
+    features = {}
+    for name in names:
+        f = ROWS[name]["features"]
+        if f and f not in features:
+            features[f] = extract(f)
+
+    table = []
+    for name in names:
+        spec = ROWS[name]
+        runs, commands = [], []
+        for seed in row_seeds.get(name, seeds):
+            workdir = f"{WORKDIRS}/{name}/seed{seed}"
+            cmd = _cmd(spec["variant"], workdir, spec.get("extra", ()), seed)
+            commands.append(shlex.join(cmd))
+            _run(cmd, os.path.join(workdir, "results.json"))
+            with open(os.path.join(ROOT, workdir, "results.json")) as f:
+                runs.append(json.load(f))
+        walls = [_wall(r) for r in runs]
+        for key, label in spec["report"]:
+            table.append(
+                {
+                    "row": name,
+                    "method": label,
+                    "metrics_key": key,
+                    "features": spec["features"],
+                    "seeds": row_seeds.get(name, seeds),
+                    "scored_by": "dominant label" if spec.get("dominant") else "Hungarian",
+                    "commands": commands,
+                    "wall_s_per_run": _stats(walls),
+                    "wall_s_phases_per_seed": [r.get("wall_s") for r in runs],
+                    **row_metrics(key, runs),
+                }
+            )
+
+    out = {
+        "date": datetime.date.today().isoformat(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+        "note": "wall times measured while other jobs shared the CPU: upper bounds",
+        "data": (
+            "../shared/data/galaxy_zoo_kaggle_sample: 2,000 real Kaggle Galaxy Zoo training "
+            "images; 1,000 'spirals' = Class1.2 > 0.5 and Class4.1 > 0.5 and Class6.1 > 0.5 "
+            "(6.1 = 'anything odd? yes'), 1,000 'non_spirals' drawn from all other galaxies "
+            "(smooth, edge-on, armless discs, artefacts); NOT elliptical vs spiral. Folders: "
+            "700 train + 300 validation per class."
+        ),
+        "supervised_split": (
+            "test = the sample's validation folder (300 + 300, labels.csv column split); "
+            "val = 10% of each class of the train folder (70 + 70, seeded by split.seed=0); "
+            "train = the other 630 + 630"
+        ),
+        "features": features,
+        "rows": table,
+    }
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    tmp = args.out + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(out, f, indent=2)
+    os.replace(tmp, args.out)
+    print(f"Wrote {args.out}\n")
+    _print_table(table)
+
+
+def _fmt(s):
+    return "—" if s is None else f"{s['mean']:.3f} ± {s['std']:.3f}"
+
+
+def _print_table(table):
+    print("| method | ACC | balanced ACC | NMI | ARI | wall time per run |")
+    print("|---|---|---|---|---|---|")
+    for r in table:
+        if "acc" not in r:
+            continue
+        if r["scored_by"] == "dominant label":
+            cells = [r["acc_dominant"], r["balanced_acc_dominant"], r["nmi"], r["ari"]]
+        else:
+            cells = [r["acc"], r["balanced_acc"], r["nmi"], r["ari"]]
+        wall = f"{r['wall_s_per_run']['mean'] / 60:.1f} min"
+        if r["metrics_key"] == "kmeans_embedding":
+            wall = "(part of the DEC run)"
+        print(f"| {r['method']} | {' | '.join(_fmt(c) for c in cells)} | {wall} |")
+    print("\n| method | test accuracy | test ROC AUC | val accuracy | wall time per run |")
+    print("|---|---|---|---|---|")
+    for r in table:
+        if "accuracy" not in r:
+            continue
+        cells = [r["accuracy"], r["roc_auc"], r["val_accuracy"]]
+        wall = r["wall_s_per_run"]["mean"] / 60
+        print(f"| {r['method']} | {' | '.join(_fmt(c) for c in cells)} | {wall:.1f} min |")
+
+
+if __name__ == "__main__":
+    main()
