@@ -4,8 +4,13 @@ Sources of weights (`config.weights`):
   'imagenet'  the official Keras ImageNet file, converted once and cached as a flat .npz;
               the .h5 comes from `config.weights_path` if set, else the cache, else a download.
   'random'    a seeded, randomly initialised network (for running the pipeline without weights).
-  PATH.npz    Flax variables saved by `save_npz` (a converted file, later an SSL checkpoint).
+  PATH.npz    Flax variables saved by `save_npz`: a converted file, or an encoder exported by
+              the `ssl` mode, whose architecture (width, middle blocks) is named in the JSON
+              beside it (`architecture_path`, written by `save_encoder`). Without that JSON the
+              file must hold Keras' Xception.
   PATH.h5     a Keras legacy HDF5 file in the official layout, converted on the fly.
+
+`model_for(loaded)` builds the Xception that the loaded variables belong to.
 
 The flat .npz holds one array per `collection/module/param` key (`params/block1_conv1/kernel`,
 `batch_stats/block1_conv1_bn/mean`). Every load is strict: a missing, extra or misshaped array is
@@ -17,6 +22,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import os
 import urllib.error
 import urllib.request
@@ -26,7 +32,7 @@ import numpy as np
 from absl import logging
 
 from galaxy_jax.errors import UserError
-from galaxy_jax.io import atomic_write_bytes
+from galaxy_jax.io import atomic_write_bytes, atomic_write_json
 from galaxy_jax.models import xception
 
 _BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"
@@ -323,11 +329,11 @@ def check_flat(flat: dict, template: dict, source: dict | None = None, what: str
     ]
     problems = []
     if missing:
-        problems.append(f"missing {missing}")
+        problems.append(f"missing {_some(missing)}")
     if extra:
-        problems.append(f"unexpected {[f'{k} (from {source.get(k, k)})' for k in extra]}")
+        problems.append(f"unexpected {_some([f'{k} (from {source.get(k, k)})' for k in extra])}")
     if shapes:
-        problems.append(f"wrong shape {shapes}")
+        problems.append(f"wrong shape {_some(shapes)}")
     if problems:
         hint = ""
         if any("predictions" in k for k in missing + extra):
@@ -335,8 +341,20 @@ def check_flat(flat: dict, template: dict, source: dict | None = None, what: str
         raise UserError(f"Xception {what} do not match the model{hint}: " + "; ".join(problems))
 
 
-def template_flat(include_top: bool) -> dict:
-    return flatten(xception.variable_shapes(xception.Xception(include_top=include_top)))
+# Xception's architecture fields and their defaults: Keras' Xception.
+DEFAULT_ARCHITECTURE = {"width": 1.0, "middle_blocks": 8}
+
+
+def _some(items: list, limit: int = 12) -> str:
+    """The first `limit` items, and how many more: another architecture differs in hundreds."""
+    more = f" and {len(items) - limit} more" if len(items) > limit else ""
+    return f"{items[:limit]}{more}"
+
+
+def template_flat(include_top: bool, architecture: dict | None = None) -> dict:
+    arch = {**DEFAULT_ARCHITECTURE, **(architecture or {})}
+    model = xception.Xception(include_top=include_top, **arch)
+    return flatten(xception.variable_shapes(model))
 
 
 def convert_keras_h5(path: str, include_top: bool) -> dict[str, np.ndarray]:
@@ -357,15 +375,72 @@ def save_npz(path: str, flat: dict[str, np.ndarray]) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load_npz(path: str, include_top: bool) -> dict[str, np.ndarray]:
-    """Flat variables from `save_npz`, checked strictly against the model."""
+def load_npz(path: str, include_top: bool, architecture: dict | None = None) -> dict:
+    """Flat variables from `save_npz`, checked strictly against the model (Keras' Xception
+    unless `architecture` gives other `DEFAULT_ARCHITECTURE` fields)."""
     try:
         with np.load(path) as z:
             flat = {k: z[k] for k in z.files}
     except (OSError, ValueError) as e:
         raise UserError(f"{path} is not a readable .npz of Xception variables ({e})") from e
-    check_flat(flat, template_flat(include_top), what=f"in {path}")
+    what = f"in {path}"
+    if not os.path.exists(architecture_path(path)):
+        what += (
+            f" (no {os.path.basename(architecture_path(path))} beside it: read as Keras' Xception)"
+        )
+    check_flat(flat, template_flat(include_top, architecture), what=what)
     return flat
+
+
+def architecture_path(npz_path: str) -> str:
+    """The JSON naming the architecture of an exported encoder: `enc.npz` -> `enc.json`."""
+    return os.path.splitext(npz_path)[0] + ".json"
+
+
+def read_architecture(npz_path: str) -> tuple[dict, dict]:
+    """(architecture, info) from the JSON beside `npz_path`: the Xception fields (width,
+    middle_blocks) and everything the JSON holds (input size, training run, ...). Keras'
+    Xception and {} when there is no JSON."""
+    path = architecture_path(npz_path)
+    if not os.path.exists(path):
+        return dict(DEFAULT_ARCHITECTURE), {}
+    try:
+        with open(path) as f:
+            info = json.load(f)
+        arch = {
+            "width": float(info["architecture"]["width"]),
+            "middle_blocks": int(info["architecture"]["middle_blocks"]),
+        }
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(
+            f"{path} does not name an Xception architecture ({type(e).__name__}: {e}); it must "
+            'hold {"architecture": {"width": ..., "middle_blocks": ...}}'
+        ) from e
+    if not arch["width"] > 0 or not 0 <= arch["middle_blocks"] <= 8:
+        raise UserError(f"{path}: width must be > 0 and middle_blocks in [0, 8], got {arch}")
+    return arch, info
+
+
+def save_encoder(npz_path: str, variables, architecture: dict, **info) -> dict:
+    """Writes an Xception without top as `npz_path` (flat, `save_npz`) and the JSON beside it
+    (`architecture_path`) naming its architecture, plus `info` (e.g. image_size, crop_size,
+    training run). `load_weights(npz_path)` then rebuilds the same model. Returns the JSON."""
+    arch = {**DEFAULT_ARCHITECTURE, **architecture}
+    flat = {k: np.asarray(v, np.float32) for k, v in flatten(variables).items()}
+    check_flat(flat, template_flat(False, arch), what="to export")
+    model = xception.Xception(**arch)
+    meta = {
+        "model": "xception",
+        "architecture": arch,
+        "include_top": False,
+        "feature_dim": model.feature_dim,
+        "num_parameters": int(sum(v.size for v in flat.values())),
+        "variables_sha256": variables_sha256(flat),
+        **info,
+    }
+    save_npz(npz_path, flat)
+    atomic_write_json(architecture_path(npz_path), meta)  # last: its presence marks a full export
+    return meta
 
 
 def converted_path(include_top: bool, cache_dir: str | None = None) -> str:
@@ -379,6 +454,17 @@ class LoadedWeights:
     description: str  # e.g. 'imagenet', 'random (seed 0)', or a path
     sha256: str  # variables_sha256 of the flat variables
     source_sha256: str | None  # sha256 of the file they came from, if any
+    # Xception fields of the network the variables belong to (see `model_for`).
+    architecture: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
+    info: dict = dataclasses.field(default_factory=dict)  # an exported encoder's JSON, else {}
+
+
+def model_for(loaded: LoadedWeights, *, include_top: bool = False, dtype=None) -> xception.Xception:
+    """The Xception that `loaded.variables` fit: Keras' for 'imagenet', 'random' and converted
+    files; the exported architecture for an encoder from the `ssl` mode. dtype: the computation
+    dtype (None: float32)."""
+    kw = {} if dtype is None else {"dtype": dtype}
+    return xception.Xception(include_top=include_top, **loaded.architecture, **kw)
 
 
 def from_config(config, include_top: bool | None = None) -> LoadedWeights:
@@ -408,6 +494,7 @@ def load_weights(
     """Resolves `config.weights` (see the module docstring) to checked Flax variables."""
     cache_dir = cache_dir or default_cache_dir()
     source_sha = None
+    architecture, info = dict(DEFAULT_ARCHITECTURE), {}
     if weights == "random":
         variables = xception.init_variables(xception.Xception(include_top=include_top), seed)
         flat = {k: np.asarray(v) for k, v in flatten(variables).items()}
@@ -444,7 +531,10 @@ def load_weights(
             else:
                 description = f"imagenet layout, unofficial file {h5}"
     elif weights.endswith(".npz"):
-        flat = load_npz(_existing(weights), include_top)
+        architecture, info = read_architecture(_existing(weights))
+        if include_top and architecture != DEFAULT_ARCHITECTURE:
+            raise UserError(f"{weights} is an encoder without a top; include_top must be False")
+        flat = load_npz(weights, include_top, architecture)
         source_sha = sha256_file(weights)
         description = weights
     elif weights.endswith(".h5"):
@@ -456,7 +546,9 @@ def load_weights(
             f"config.weights={weights!r}: use 'imagenet', 'random', or a path to a .npz or .h5"
         )
     flat = {k: np.asarray(v, np.float32) for k, v in flat.items()}
-    return LoadedWeights(unflatten(flat), description, variables_sha256(flat), source_sha)
+    return LoadedWeights(
+        unflatten(flat), description, variables_sha256(flat), source_sha, architecture, info
+    )
 
 
 def _existing(path: str) -> str:

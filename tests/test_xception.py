@@ -94,3 +94,27 @@ def test_bfloat16_is_close_to_float32(variables):
     assert bf16.dtype == jnp.bfloat16
     rel = jnp.linalg.norm(bf16.astype(jnp.float32) - f32) / jnp.linalg.norm(f32)
     assert rel < 0.05
+
+
+@pytest.mark.parametrize(
+    "width, middle, feature_dim, params",
+    [(1.0, 8, 2048, 20_861_480), (0.25, 2, 512, 731_904), (0.125, 0, 256, 131_784)],
+)
+def test_width_and_middle_blocks(width, middle, feature_dim, params):
+    model = Xception(width=width, middle_blocks=middle)
+    assert model.feature_dim == feature_dim
+    assert xception.count_params(xception.variable_shapes(model)) == params
+    x = jax.ShapeDtypeStruct((2, 72, 72, 3), jnp.float32)
+    _, out = jax.eval_shape(lambda x: model.init_with_output(jax.random.key(0), x)[0], x)
+    assert out["pooled"].shape == (2, feature_dim)
+    assert out["block2"].shape[-1] == xception.scaled_channels(128, width)
+    middle_names = sorted(k for k in out if k.startswith("block") and 5 <= int(k[5:]) <= 12)
+    assert middle_names == sorted(f"block{b}" for b in range(5, 5 + middle))
+
+
+def test_default_architecture_keeps_keras_names_and_bad_fields_are_refused():
+    names = set(xception.variable_shapes(Xception())["params"])
+    assert {"block12_sepconv3", "block13_residual", "block14_sepconv2_bn"} <= names
+    assert xception.scaled_channels(728, 1.0) == 728 and xception.scaled_channels(728, 0.25) == 184
+    with pytest.raises(ValueError, match="middle_blocks"):
+        xception.variable_shapes(Xception(middle_blocks=9))

@@ -170,3 +170,106 @@ def augment(
         augment_one, max_angle_deg=max_angle_deg, max_zoom=max_zoom, max_brightness=max_brightness
     )
     return jax.vmap(fn)(keys, images)
+
+
+# ------------------------------------------------------------- self-supervised views (ssl mode)
+# Stronger than `augment`, for contrastive pretraining (galaxy_jax/ssl.py), but still what a
+# telescope could have done to the same galaxy: any orientation, a slightly other pointing and
+# scale, another exposure (flux), seeing (PSF) and sky noise. No colour jitter or large crops,
+# which could turn a galaxy into another class (a cut-off disc, a reddened spiral).
+
+
+def rotate_zoom_shift(image: jnp.ndarray, angle_rad, zoom, shift) -> jnp.ndarray:
+    """`rotate_zoom` about a centre moved by `shift` ([2] pixels, y and x): a rotated, zoomed
+    crop of [S, S, C]. Bilinear sampling; outside the frame repeats the nearest edge."""
+    s0, s1 = image.shape[:2]
+    c0, c1 = (s0 - 1) / 2.0, (s1 - 1) / 2.0
+    yy, xx = jnp.meshgrid(
+        jnp.arange(s0, dtype=jnp.float32), jnp.arange(s1, dtype=jnp.float32), indexing="ij"
+    )
+    cos, sin = jnp.cos(angle_rad) / zoom, jnp.sin(angle_rad) / zoom
+    src_y = c0 + shift[0] + cos * (yy - c0) - sin * (xx - c1)
+    src_x = c1 + shift[1] + sin * (yy - c0) + cos * (xx - c1)
+    sample = lambda ch: jax.scipy.ndimage.map_coordinates(
+        ch, [src_y, src_x], order=1, mode="nearest"
+    )
+    return jax.vmap(sample, in_axes=2, out_axes=2)(image)
+
+
+def gaussian_blur(image: jnp.ndarray, sigma, radius: int) -> jnp.ndarray:
+    """Separable Gaussian blur of [S, S, C] with standard deviation `sigma` pixels (traced; 0 or
+    tiny leaves the image unchanged) and a static kernel of 2 * radius + 1 taps. Edge padding."""
+    if radius <= 0:
+        return image
+    taps = jnp.arange(-radius, radius + 1, dtype=jnp.float32)
+    w = jnp.exp(-0.5 * (taps / jnp.maximum(sigma, 1e-2)) ** 2)
+    w = w / w.sum()
+    h, wd = image.shape[:2]
+    xp = jnp.pad(image, ((radius, radius), (0, 0), (0, 0)), mode="edge")
+    image = sum(w[i] * xp[i : i + h] for i in range(2 * radius + 1))
+    xp = jnp.pad(image, ((0, 0), (radius, radius), (0, 0)), mode="edge")
+    return sum(w[i] * xp[:, i : i + wd] for i in range(2 * radius + 1))
+
+
+def flux_scale(image: jnp.ndarray, factor) -> jnp.ndarray:
+    """Multiplies the displayed flux (pixel values in [0, 255] units, i.e. x + 1 in [-1, 1]
+    units) by `factor`, clipping to [-1, 1]: a longer or shorter exposure of the same sky."""
+    return jnp.clip((image + 1.0) * factor - 1.0, -1.0, 1.0)
+
+
+def ssl_view_one(
+    key,
+    image,
+    *,
+    max_angle_deg: float,
+    min_zoom: float,
+    max_zoom: float,
+    max_shift: float,
+    min_flux: float,
+    max_flux: float,
+    max_noise: float,
+    max_blur: float,
+):
+    """One random view of one [S, S, C] image in [-1, 1], all draws from `key`, in this order:
+    a dihedral symmetry (exact: a permutation of the pixels); a rotation in +-max_angle_deg,
+    zoom in [min_zoom, max_zoom] and shift of the centre by up to max_shift * S pixels per axis
+    (one bilinear resampling); a Gaussian PSF blur of sigma in [0, max_blur] pixels; a flux
+    factor in [min_flux, max_flux]; Gaussian noise of sigma in [0, max_noise] ([-1, 1] units).
+    A step whose bounds make it the identity is not compiled in."""
+    k_sym, k_ang, k_zoom, k_shift, k_blur, k_flux, k_sig, k_noise = jax.random.split(key, 8)
+    image = dihedral(image, jax.random.randint(k_sym, (), 0, 8))
+    if max_angle_deg or min_zoom != 1.0 or max_zoom != 1.0 or max_shift:
+        angle = jnp.deg2rad(jax.random.uniform(k_ang, (), minval=-1.0, maxval=1.0) * max_angle_deg)
+        zoom = jax.random.uniform(k_zoom, (), minval=min_zoom, maxval=max_zoom)
+        shift = jax.random.uniform(k_shift, (2,), minval=-1.0, maxval=1.0)
+        image = rotate_zoom_shift(image, angle, zoom, shift * max_shift * image.shape[0])
+    if max_blur:
+        sigma = jax.random.uniform(k_blur, (), minval=0.0, maxval=max_blur)
+        image = gaussian_blur(image, sigma, radius=int(np.ceil(3 * max_blur)))
+    if min_flux != 1.0 or max_flux != 1.0:
+        image = flux_scale(image, jax.random.uniform(k_flux, (), minval=min_flux, maxval=max_flux))
+    if max_noise:
+        sigma = jax.random.uniform(k_sig, (), minval=0.0, maxval=max_noise)
+        image = image + sigma * jax.random.normal(k_noise, image.shape, image.dtype)
+    return jnp.clip(image, -1.0, 1.0)
+
+
+SSL_VIEW_DEFAULTS = dict(
+    max_angle_deg=180.0,  # with the dihedral group: any orientation
+    min_zoom=0.9,
+    max_zoom=1.25,
+    max_shift=0.05,  # of the side, per axis
+    min_flux=0.7,
+    max_flux=1.3,
+    max_noise=0.03,  # about 4/255
+    max_blur=1.0,  # pixels of the model input
+)
+
+
+@functools.partial(jax.jit, static_argnames=tuple(SSL_VIEW_DEFAULTS))
+def ssl_views(key, images, **kwargs) -> jnp.ndarray:
+    """One random view per image of [B, S, S, C] float32 in [-1, 1] (see `ssl_view_one`; the
+    bounds are static keyword arguments, defaults SSL_VIEW_DEFAULTS). One independent draw per
+    image from `key`; fold in the step and the view index for two views of a batch."""
+    fn = functools.partial(ssl_view_one, **{**SSL_VIEW_DEFAULTS, **kwargs})
+    return jax.vmap(fn)(jax.random.split(key, images.shape[0]), images)

@@ -3,8 +3,10 @@
 Ellipticals are smooth Sersic profiles (n ~ 4); spirals are an exponential disc with a bulge and
 2-4 logarithmic arms. Both get a random axis ratio or inclination, position angle and size, a
 colour, background stars, PSF blur, sky noise and an asinh stretch, roughly the look of the SDSS
-cutouts in the Kaggle data. Image i of seed s depends only on (s, i), so any subset renders the
-same pixels in any order or process, and nothing needs to be stored.
+cutouts in the Kaggle data. Each galaxy's flux is set so that its brightest pixel stays below
+white after the stretch: cores are never clipped (only bright foreground stars may saturate), so
+ellipticals keep their concentrated Sersic centres. Image i of seed s depends only on (s, i), so
+any subset renders the same pixels in any order or process, and nothing needs to be stored.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from galaxy_jax.data.source import ImageSource
 CLASS_NAMES = ("elliptical", "spiral")
 ELLIPTICAL, SPIRAL = 0, 1
 _REFERENCE_SIZE = 424.0  # the Kaggle geometry; lengths below are in pixels at this size
+STRETCH = 8.0  # a of the display stretch asinh(a x) / asinh(a), as x in [0, 1] goes to [0, 1]
+PEAK_RANGE = (0.7, 0.92)  # the galaxy's brightest pixel after the stretch, as a fraction of 255
+BULGE_PEAK = 3.0  # a spiral's bulge centre, in units of bulge_fraction x the disc's centre
 
 
 def synthetic_labels(n: int, seed: int) -> np.ndarray:
@@ -65,23 +70,37 @@ def render_galaxy(rng: np.random.Generator, label: int, size: int = 424) -> np.n
         phase = arms * (theta - winding * np.log(r / h)) + float(rng.uniform(0, 2 * np.pi))
         arm = (0.5 * (1.0 + np.cos(phase))) ** float(rng.uniform(2.0, 4.0))
         disc = np.exp(-r / h) * (0.25 + 1.5 * arm)
-        bulge = _sersic(r, float(rng.uniform(0.15, 0.35) * h), float(rng.uniform(1.5, 3.0)))
+        r_b, n_b = float(rng.uniform(0.15, 0.35) * h), float(rng.uniform(1.5, 3.0))
+        # The bulge is normalised at its centre, not at r_e: a Sersic cusp normalised at r_e is
+        # 15-300x the disc there, and scaling the galaxy to an unclipped peak would then sink the
+        # arms into the sky noise.
+        bulge = _sersic(r, r_b, n_b) * (BULGE_PEAK / _sersic(0.5 * s, r_b, n_b))
         bulge_fraction = float(rng.uniform(0.2, 0.6))
         disc_colour = (np.array([0.72, 0.82, 1.0]) * rng.uniform(0.9, 1.1, 3)).astype(np.float32)
         bulge_colour = np.array([1.0, 0.85, 0.65], np.float32)
         image += (0.6 * disc)[..., None] * disc_colour
         image += (bulge_fraction * bulge)[..., None] * bulge_colour
 
-    # Foreground stars, before the PSF so they become PSF-shaped.
+    # The PSF blurs galaxy and stars alike; the galaxy is blurred on its own first so that its
+    # flux can be set from its blurred peak (below).
+    psf_sigma = float(rng.uniform(1.0, 2.0) * s)
+    blur = lambda a: ndimage.gaussian_filter(a, sigma=(psf_sigma, psf_sigma, 0), truncate=3.0)
+    image = blur(image)
+    # Flux scale: the galaxy's brightest pixel lands at PEAK_RANGE of the display range after the
+    # stretch, never above it. Scaling by a fixed factor instead put the centres of compact
+    # Sersic profiles far past the clip, so ellipticals came out flat-topped (statmorph measured
+    # n ~ 0.8 and a lower Gini than spirals) while real SDSS cutouts keep their cores resolved.
+    peak = float(rng.uniform(*PEAK_RANGE))
+    image *= float(np.sinh(peak * np.arcsinh(STRETCH)) / STRETCH) / max(float(image.max()), 1e-12)
+    # Foreground stars, PSF-shaped; bright ones may saturate, as they do in the survey images.
+    stars = np.zeros_like(image)
     for _ in range(rng.integers(0, 6)):
         y, x = rng.integers(0, size, 2)
-        image[y, x] += rng.uniform(20, 200) * s * s * rng.uniform(0.8, 1.0, 3)
-    psf_sigma = float(rng.uniform(1.0, 2.0) * s)
-    image = ndimage.gaussian_filter(image, sigma=(psf_sigma, psf_sigma, 0), truncate=3.0)
-    image *= float(rng.uniform(0.6, 1.2))
+        stars[y, x] += rng.uniform(20, 200) * s * s * rng.uniform(0.8, 1.0, 3)
+    image += blur(stars)
     image += 0.012 * rng.standard_normal(image.shape, dtype=np.float32) + 0.01  # sky + noise
-    stretch = 8.0  # asinh stretch: bright cores without losing the faint disc
-    image = np.arcsinh(stretch * np.maximum(image, 0.0)) / np.arcsinh(stretch)
+    # asinh stretch: bright cores without losing the faint disc (SDSS colour images use one).
+    image = np.arcsinh(STRETCH * np.maximum(image, 0.0)) / np.arcsinh(STRETCH)
     return (np.clip(image, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 

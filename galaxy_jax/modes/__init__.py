@@ -14,7 +14,7 @@ MODES = {
     "pretrain": "galaxy_jax.modes.cluster:run_pretrain",  # SAE: layer-wise + fine-tuning
     "dec": "galaxy_jax.modes.cluster:run_dec",  # pretrain (or resume) + k-means init + DEC
     "convert_weights": "galaxy_jax.modes.extract:run_convert_weights",  # Keras h5 -> Flax
-    "extract": "galaxy_jax.modes.extract:run_extract",  # images -> 2048-d Xception features
+    "extract": "galaxy_jax.modes.extract:run_extract",  # images -> Xception features or pixels
     "morphology": "galaxy_jax.modes.morphology:run_morphology",  # CAS, Gini-M20, Sersic n
     "build_dataset": "galaxy_jax.modes.data:run_build_dataset",  # TFDS / folder datasets
     "sweep": "galaxy_jax.modes.sweep:run_sweep",  # variants x seeds of a config, resumable
@@ -23,6 +23,7 @@ MODES = {
     "supervised_ann": "galaxy_jax.modes.supervised:run_ann",  # MLP on frozen features
     "supervised_cnn": "galaxy_jax.modes.supervised:run_cnn",  # Xception fine-tuned end to end
     "quickstart": "galaxy_jax.modes.quickstart:run_quickstart",  # extract + DEC + report, offline
+    "ssl": "galaxy_jax.modes.ssl:run_ssl",  # SimCLR pretraining of Xception, no labels, no ImageNet
 }
 
 

@@ -148,10 +148,11 @@ def standardize_rows(f):
     return f / (f.std(axis=1, keepdims=True) + 1e-6)
 
 
-def feature_dim(model: str, image_size: int, grayscale: bool) -> int:
-    """Width D of the features of feature source `model` (see FEATURE_SOURCES)."""
+def feature_dim(model: str, image_size: int, grayscale: bool, architecture: tuple = ()) -> int:
+    """Width D of the features of feature source `model` (see FEATURE_SOURCES); architecture:
+    the Xception constructor fields of an `ssl` encoder as sorted (name, value) pairs."""
     if model == "xception":
-        return XCEPTION_DIM
+        return Xception(**dict(architecture)).feature_dim if architecture else XCEPTION_DIM
     return int(image_size) ** 2 * (1 if grayscale else 3)
 
 
@@ -167,6 +168,7 @@ def make_feature_fn(
     model: str = "xception",
     grayscale: bool = False,
     standardize: bool = False,
+    architecture: tuple = (),
 ):
     """jit(variables, images [B, H, W, 3] uint8) -> [B, D] float32 features.
 
@@ -178,11 +180,11 @@ def make_feature_fn(
     """
     data = NamedSharding(mesh, P("data"))
     replicated = NamedSharding(mesh, P())
-    dim = feature_dim(model, image_size, grayscale)
+    dim = feature_dim(model, image_size, grayscale, architecture)
     if model == "xception":
         features_of = functools.partial(
             pooled_features,
-            Xception(dtype=DTYPES[dtype]),
+            Xception(dtype=DTYPES[dtype], **dict(architecture)),
             micro_batch=micro_batch,
             num_shards=mesh.devices.size,
         )
@@ -235,6 +237,7 @@ def extract_features(
     model: str = "xception",
     grayscale: bool = False,
     standardize: bool = False,
+    architecture: tuple = (),
 ):
     """[N, D] float32 features of every image of `source` (D: `feature_dim`).
 
@@ -254,6 +257,8 @@ def extract_features(
       model: feature source, 'xception' or 'pixels' (FEATURE_SOURCES).
       grayscale: pixels only: one channel, the mean of R, G and B.
       standardize: pixels only: each image's values to mean 0, standard deviation 1.
+      architecture: Xception constructor fields of an `ssl` encoder, sorted (name, value) pairs
+        (weights.LoadedWeights.architecture); () is Keras' Xception.
     Returns:
       (features [N, D] float32, the jitted function, for inspection by tests).
     """
@@ -278,8 +283,9 @@ def extract_features(
         model=model,
         grayscale=bool(grayscale) and model == "pixels",
         standardize=bool(standardize) and model == "pixels",
+        architecture=tuple(architecture),
     )
-    dim = feature_dim(model, image_size, grayscale)
+    dim = feature_dim(model, image_size, grayscale, tuple(architecture))
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
     batch_sharding = NamedSharding(mesh, P("data"))
 
@@ -532,9 +538,23 @@ def run_extract(config, workdir: str) -> np.ndarray:
         loaded = weights.from_config(config, include_top=False)
         variables, description = loaded.variables, loaded.description
         weights_sha256, weights_source_sha256 = loaded.sha256, loaded.source_sha256
+        # An `ssl` encoder (weights=<workdir>/encoder.npz + encoder.json) may be narrower.
+        architecture = (
+            ()
+            if loaded.architecture == weights.DEFAULT_ARCHITECTURE
+            else tuple(sorted(loaded.architecture.items()))
+        )
+        trained = loaded.info.get("image_size") if loaded.info else None
+        if trained and int(trained) != int(d.image_size):
+            logging.warning(
+                "The encoder was trained at %s px; extracting at data.image_size=%s.",
+                trained,
+                d.image_size,
+            )
     else:  # pixels need no network: nothing is loaded or downloaded
         variables, description = {}, "none (pixels)"
         weights_sha256 = weights_source_sha256 = None
+        architecture = ()
     # Everything the numbers depend on (not batch size, device count or shard layout).
     identity = {
         "weights_sha256": weights_sha256,
@@ -548,6 +568,8 @@ def run_extract(config, workdir: str) -> np.ndarray:
     }
     if model != "xception":  # added only here, so that Xception hashes of older runs still match
         identity.update(feature_source=model, grayscale=grayscale, standardize=standardize)
+    if architecture:
+        identity["architecture"] = dict(architecture)
     meta_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     meta_path = os.path.join(workdir, "features_meta.json")
     feat_path = os.path.join(workdir, "features.npy")
@@ -574,6 +596,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
         model=model,
         grayscale=grayscale,
         standardize=standardize,
+        architecture=architecture,
     )
     seconds = time.time() - start
     if not np.all(np.isfinite(features)):

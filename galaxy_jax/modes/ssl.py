@@ -1,0 +1,241 @@
+"""Mode `ssl`: self-supervised (SimCLR) pretraining of Xception on unlabelled galaxy images.
+
+Galaxy features without ImageNet: the backbone (Keras' Xception, or a narrower, shallower one
+through `model.width` and `model.middle_blocks`) learns from two random views of each galaxy
+(galaxy_jax/ssl.py). Labels, where the dataset has them, are never read. Data-parallel over all
+devices: the batch is sharded along mesh axis 'data', the state is replicated (batch norm then
+normalises over the global batch, as SimCLR's does).
+
+Workdir:
+  ckpt/            Orbax checkpoints (resume: this run's checkpoint, else a fresh seeded
+                   initialisation; there is no pretrained start, which is the point);
+                   ckpt/history.json the logged losses
+  encoder.npz      the backbone's params and batch statistics, flat (galaxy_jax.weights format)
+  encoder.json     its architecture (width, middle_blocks), feature_dim and input size:
+                   `weights.load_weights('<workdir>/encoder.npz')` + `weights.model_for(loaded)`
+                   rebuild it, e.g. for the extract mode
+  results.json     history (loss, top1: how often a view's nearest neighbour is its partner),
+                   wall time, images per second, the encoder's description
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import functools
+import json
+import os
+import time
+
+import jax
+import numpy as np
+import optax
+from absl import logging
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+from tqdm.auto import tqdm
+
+from galaxy_jax import io, preemption, ssl, weights
+from galaxy_jax.checkpoint import Checkpointer
+from galaxy_jax.errors import UserError
+from galaxy_jax.models.xception import MIN_SIZE
+from galaxy_jax.train_utils import (
+    BatchSampler,
+    FiniteGuard,
+    check_run_config,
+    prepare_workdir,
+    write_results,
+)
+
+# What the checkpoints depend on (checked by check_run_config on resume).
+RUN_FIELDS = ("seed", "data", "model", "optim", "augment", "temperature", "dtype")
+ENCODER = "encoder.npz"
+
+
+def _check_config(config) -> None:
+    """Raises UserError naming the first bad field; creates nothing."""
+    d, m, o, a = config.data, config.model, config.optim, config.augment
+    checks = [
+        (d.image_size >= MIN_SIZE, "data.image_size", f"must be >= {MIN_SIZE}"),
+        (m.width > 0, "model.width", "must be > 0"),
+        (0 <= m.middle_blocks <= 8, "model.middle_blocks", "must be in [0, 8]"),
+        (m.proj_hidden > 0 and m.proj_dim > 0, "model.proj_dim", "widths must be > 0"),
+        (config.temperature > 0, "temperature", "must be > 0"),
+        (o.lr > 0, "optim.lr", "must be > 0"),
+        (o.batch_size >= 2, "optim.batch_size", "must be >= 2 (negatives come from the batch)"),
+        (o.steps >= 1, "optim.steps", "must be >= 1"),
+        (o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0"),
+        (config.log_every > 0, "log_every", "must be > 0"),
+        (config.checkpoint_every > 0, "checkpoint_every", "must be > 0"),
+        (0 < a.min_zoom <= a.max_zoom, "augment.min_zoom", "must be in (0, max_zoom]"),
+        (0 < a.min_flux <= a.max_flux, "augment.min_flux", "must be in (0, max_flux]"),
+        (a.max_noise >= 0 and a.max_blur >= 0, "augment.max_noise", "and max_blur must be >= 0"),
+        (config.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16"),
+    ]
+    for ok, field, msg in checks:
+        if not ok:
+            raise UserError(f"config.{field}: {msg}")
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+    """AdamW with a linear warmup to `optim.lr`, then cosine decay to 0 at `optim.steps`."""
+    return _adamw(
+        float(optim.lr), int(optim.warmup_steps), int(optim.steps), float(optim.weight_decay)
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _adamw(lr: float, warmup: int, steps: int, weight_decay: float):
+    # Cached: the optimiser is part of the state's tree structure, so a new but equal one would
+    # miss the jitted step's cache and compile it again (a second run in one process, a test).
+    warmup = max(min(warmup, steps - 1), 1)
+    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1))
+    return optax.adamw(schedule, weight_decay=weight_decay)
+
+
+def _fit(config, state, step_fn, batch_fn, ckpt):
+    """Trains state.step -> config.optim.steps; returns (state, history).
+
+    history: {'loss': [[step, loss]], 'top1': [[step, fraction]]}, kept across resumes in
+    ckpt/history.json (written before each checkpoint, trimmed to the restored step).
+    """
+    total = int(config.optim.steps)
+    hist_path = os.path.join(ckpt.directory, "history.json")
+    start = int(state.step)
+    history = {"loss": [], "top1": []}
+    if os.path.isfile(hist_path):
+        with open(hist_path) as f:
+            saved = json.load(f)
+        history = {k: [h for h in saved.get(k, []) if h[0] <= start] for k in history}
+    guard = FiniteGuard("ssl")
+    bar = tqdm(range(start, total), initial=start, total=total, desc="ssl", disable=None)
+    for i in bar:
+        state, metrics = step_fn(state, *batch_fn(i))
+        step = i + 1
+        guard.update(metrics["loss"], step)
+        if step % config.log_every == 0 or step == total:  # the only host syncs of the loop
+            guard.check(step)
+            m = jax.device_get(metrics)
+            history["loss"].append([step, float(m["loss"])])
+            history["top1"].append([step, float(m["top1"])])
+            bar.set_postfix(loss=f"{float(m['loss']):.4g}", top1=f"{float(m['top1']):.2f}")
+        stop = preemption.requested()
+        if step % config.checkpoint_every == 0 or step == total or stop:
+            guard.check(step)
+            io.atomic_write_json(hist_path, history)
+            ckpt.save(step, state, wait=stop or step == total)
+        if stop:
+            ckpt.close()
+            raise preemption.Preempted(f"ssl stopped at step {step}; checkpoint saved")
+    bar.close()
+    return state, history
+
+
+def run_ssl(config, workdir: str) -> dict:
+    """SimCLR pretraining; writes encoder.npz, encoder.json and results.json (module docstring).
+
+    A re-run of a finished run restores its last checkpoint and only rewrites the outputs.
+    """
+    from galaxy_jax.data.sources import make_image_source
+    from galaxy_jax.modes.extract import DTYPES, data_mesh
+
+    t0 = time.time()
+    _check_config(config)
+    d, m = config.data, config.model
+    workdir = prepare_workdir(workdir)
+    source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))
+    ckpt_dir = os.path.join(workdir, "ckpt")
+    check_run_config(ckpt_dir, config, RUN_FIELDS)
+
+    mesh = data_mesh()
+    n_dev = mesh.devices.size
+    replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
+    batch_size = -(-int(config.optim.batch_size) // n_dev) * n_dev
+    model = ssl.SSLModel(
+        width=float(m.width),
+        middle_blocks=int(m.middle_blocks),
+        proj_hidden=int(m.proj_hidden),
+        proj_dim=int(m.proj_dim),
+        dtype=DTYPES[config.dtype],
+    )
+    variables = ssl.init_variables(model, config.seed)
+    # apply_fn is left out: the step calls `model` itself, and a bound method of a new model
+    # object would make an equal state a new pytree structure (a recompile per run).
+    state = ssl.State.create(
+        apply_fn=None,
+        params=variables["params"],
+        tx=make_optimizer(config.optim),
+        batch_stats=variables["batch_stats"],
+    )
+    # A restored step is an int32 array; a fresh one is too, so both compile the same step.
+    state = state.replace(step=np.int32(0))
+    ckpt = Checkpointer(ckpt_dir)
+    # Resume order: this run's checkpoint, else the fresh seeded initialisation above.
+    step, state = ckpt.restore(state)
+    if step is not None:
+        logging.info("SSL resumes from step %d", step)
+    state = jax.device_put(state, replicated)
+
+    step_fn = ssl.make_train_step(
+        model,
+        int(d.crop_size) or None,
+        int(d.image_size),
+        tuple(sorted((k, float(v)) for k, v in config.augment.items())),
+        float(config.temperature),
+    )
+    key = jax.device_put(jax.random.fold_in(jax.random.PRNGKey(config.seed), 3), replicated)
+    sampler = BatchSampler(len(source), batch_size, seed=config.seed)
+    pool = concurrent.futures.ThreadPoolExecutor(1)  # decodes batch i+1 during step i
+    pending = {}
+
+    def fetch(i):
+        return np.asarray(source.get(sampler(i)))
+
+    def batch_fn(i):
+        future = pending.pop(i, None) or pool.submit(fetch, i)
+        if i + 1 < config.optim.steps:
+            pending[i + 1] = pool.submit(fetch, i + 1)
+        return jax.device_put(future.result(), sharded), key
+
+    t1 = time.time()
+    start = int(state.step)
+    try:
+        state, history = _fit(config, state, step_fn, batch_fn, ckpt)
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+    ckpt.close()
+    train_s = time.time() - t1
+
+    encoder_path = os.path.join(workdir, ENCODER)
+    meta = weights.save_encoder(
+        encoder_path,
+        ssl.encoder_variables(state),
+        {"width": model.width, "middle_blocks": model.middle_blocks},
+        image_size=int(d.image_size),
+        crop_size=int(d.crop_size),
+        trained_by="ssl (SimCLR NT-Xent)",
+        steps=int(config.optim.steps),
+        data=d.name,
+        num_images=len(source),
+        config=config.to_dict(),
+    )
+    trained = int(config.optim.steps) - start
+    final = history["loss"][-1][1] if history["loss"] else None
+    print(
+        f"ssl: {len(source)} images, loss {final}, encoder ({meta['feature_dim']}-d features, "
+        f"{meta['num_parameters']:,} parameters) -> {encoder_path}"
+    )
+    return write_results(
+        workdir,
+        config,
+        mode="ssl",
+        metrics={
+            "final_loss": final,
+            "final_top1": history["top1"][-1][1] if history["top1"] else None,
+        },
+        history=history,
+        encoder={k: meta[k] for k in ("architecture", "feature_dim", "num_parameters")}
+        | {"path": encoder_path, "variables_sha256": meta["variables_sha256"]},
+        num_images=len(source),
+        wall_s={"train": train_s, "total": time.time() - t0},
+        images_per_second=round(trained * batch_size / max(train_s, 1e-9), 2),
+    )
