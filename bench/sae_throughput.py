@@ -1,0 +1,263 @@
+"""SAE fine-tuning throughput: galaxy_jax (Flax on XLA) against Keras `model.fit` on TensorFlow.
+
+Both train the DEC stacked autoencoder d-500-500-2000-10 end to end (ReLU except the embedding
+and the reconstruction), MSE loss, Adam lr 1e-3 (epsilon 1e-8 on both), batch 256, on the same
+synthetic float32 rows held in memory, shuffled. Ours is what `galaxy_jax.modes.cluster` runs
+per step: numpy gather of a BatchSampler batch, host->device copy, `sae.make_finetune_step`.
+Keras is `model.fit(x, x, batch_size=256, steps_per_epoch=S, shuffle=True)`, timed as whole
+calls (so its per-call set-up is included, amortised over S steps). Keras's default on a
+CPU-only machine is `jit_compile="auto"`, which resolves to no XLA; `keras_tf_xla` is the same
+model with `jit_compile=True`, reported beside it.
+
+Blocks of S steps are interleaved (Flax block, Keras block, Keras-XLA block, Flax block, ...)
+so that load from other processes hits all alike; medians over blocks are reported, and the
+ratio of the medians. Compile time is the first call (trace, compile, one step) minus one
+steady-state step, reported apart from steady state. A large float32 matmul is timed at the
+start and the end as the machine's attainable rate in the same run.
+
+TensorFlow runs in a separate Python (see bench/xception_throughput.py for the set-up).
+Run (serialised with other timed runs on the machine by the lock):
+  flock /tmp/galaxy_bench.lock python bench/sae_throughput.py --tf_python=/work/tfvenv/bin/python
+Writes bench/results/sae_throughput.json. Not a test; never run by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+HIDDEN = (500, 500, 2000, 10)
+
+# Keras-TF worker: builds one autoencoder per (input dim, jit), then answers one fit per request.
+_TF_WORKER = r"""
+import json, os, sys, time
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ["CUDA_VISIBLE_DEVICES"] = ""  # never take accelerator memory
+import numpy as np, tensorflow as tf, keras
+print(json.dumps({"ready": True, "tensorflow": tf.__version__, "keras": keras.__version__}),
+      flush=True)
+models, data = {}, {}
+
+
+def build(dims, jit):
+    n = len(dims) - 1
+    inp = keras.Input((dims[0],))
+    h = inp
+    for i in range(n):  # encoder: ReLU except the embedding
+        h = keras.layers.Dense(dims[i + 1], activation="relu" if i < n - 1 else None)(h)
+    for i in reversed(range(n)):  # decoder: ReLU except the reconstruction
+        h = keras.layers.Dense(dims[i], activation="relu" if i > 0 else None)(h)
+    m = keras.Model(inp, h)
+    m.compile(optimizer=keras.optimizers.Adam(1e-3, epsilon=1e-8), loss="mse",
+              jit_compile=True if jit else "auto")
+    return m
+
+
+for line in sys.stdin:
+    req = json.loads(line)
+    key = (tuple(req["dims"]), req["jit"])
+    if key not in models:
+        x = np.random.default_rng(0).normal(size=(req["n"], req["dims"][0])).astype(np.float32)
+        data[key] = x
+        models[key] = build(req["dims"], req["jit"])
+    m, x = models[key], data[key]
+    t = time.perf_counter()
+    m.fit(x, x, batch_size=req["batch"], epochs=1, steps_per_epoch=req["steps"], shuffle=True,
+          verbose=0)
+    print(json.dumps({"seconds": time.perf_counter() - t, "jit_compile": bool(m.jit_compile)}),
+          flush=True)
+"""
+
+
+class TFWorker:
+    def __init__(self, python: str):
+        self.proc = subprocess.Popen(
+            [python, "-c", _TF_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+        self.info = self._read()
+
+    def _read(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the TensorFlow worker exited; is tensorflow installed there?")
+        return json.loads(line)
+
+    def fit(self, dims, jit: bool, batch: int, n: int, steps: int) -> dict:
+        req = {"dims": list(dims), "jit": jit, "batch": batch, "n": n, "steps": steps}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def close(self):
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def flax_runner(dims, batch: int, n: int):
+    """Returns (run(steps) -> seconds, first-call seconds, XLA's flop count of one step)."""
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+
+    from galaxy_jax import sae
+    from galaxy_jax.models.autoencoder import Autoencoder
+    from galaxy_jax.train_utils import BatchSampler
+
+    model = Autoencoder(dims)
+    tx = sae.make_optimizer("adam", 1e-3, 0.0, 0, 0.1)
+    state = sae.create_state(model, tx, jax.random.PRNGKey(0))
+    x = np.random.default_rng(0).normal(size=(n, dims[0])).astype(np.float32)
+    sampler = BatchSampler(n, batch, seed=0)
+    plain = jax.jit(functools.partial(sae.finetune_step, model=model))
+    cost = plain.lower(state, jnp.asarray(x[:batch])).compile().cost_analysis()
+    flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
+    step_fn = sae.make_finetune_step(model)
+    box = {"state": state, "i": 0}
+
+    def run(steps: int) -> float:
+        t = time.perf_counter()
+        state, start = box["state"], box["i"]
+        for i in range(start, start + steps):  # the loop body of cluster._train_loop
+            state, loss = step_fn(state, jnp.asarray(x[sampler(i)]))
+        float(loss)  # one host sync per block, as at a log step
+        box["state"], box["i"] = state, start + steps
+        return time.perf_counter() - t
+
+    first = run(1)
+    return run, first, flops
+
+
+def matmul_gflops(size: int = 2048, runs: int = 10) -> float:
+    """Median float32 rate of a size^3 jitted matmul: the attainable rate right now."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jnp.ones((size, size), jnp.float32)
+    f = jax.jit(lambda a: a @ a)
+    f(a).block_until_ready()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        ts.append(time.perf_counter() - t)
+    return 2 * size**3 / float(np.median(ts)) / 1e9
+
+
+def loadavg() -> list[float]:
+    return [round(v, 2) for v in os.getloadavg()]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--input_dims", default="784,2048", help="autoencoder input widths")
+    p.add_argument("--batch", type=int, default=256)
+    p.add_argument("--steps", type=int, default=40, help="steps per timed block")
+    p.add_argument("--runs", type=int, default=7, help="timed blocks per framework and shape")
+    p.add_argument("--n", type=int, default=16384, help="rows of synthetic data in memory")
+    p.add_argument(
+        "--no_keras_xla", action="store_true", help="skip the jit_compile=True Keras peer"
+    )
+    p.add_argument("--tf_python", default=os.environ.get("TF_PYTHON", "/work/tfvenv/bin/python"))
+    p.add_argument("--out", default=os.path.join(REPO, "bench", "results", "sae_throughput.json"))
+    args = p.parse_args()
+
+    import jax
+
+    from galaxy_jax.io import atomic_write_json
+
+    load_start = loadavg()
+    matmul_start = matmul_gflops()
+    tf = TFWorker(args.tf_python)
+    peers = {"keras_tf": False} if args.no_keras_xla else {"keras_tf": False, "keras_tf_xla": True}
+    results = []
+    for d in map(int, args.input_dims.split(",")):
+        dims = (d, *HIDDEN)
+        run_flax, first_flax, flops = flax_runner(dims, args.batch, args.n)
+        run_flax(args.steps)  # warm-up block
+        first = {"flax": first_flax}
+        times = {"flax": []}
+        for name, jit in peers.items():
+            first[name] = tf.fit(dims, jit, args.batch, args.n, 1)["seconds"]
+            tf.fit(dims, jit, args.batch, args.n, args.steps)  # warm-up block
+            times[name] = []
+        jit_resolved = {}
+        for _ in range(args.runs):  # interleaved: all see the same background load
+            times["flax"].append(run_flax(args.steps))
+            for name, jit in peers.items():
+                r = tf.fit(dims, jit, args.batch, args.n, args.steps)
+                times[name].append(r["seconds"])
+                jit_resolved[name] = r["jit_compile"]
+        row = {
+            "dims": list(dims),
+            "batch": args.batch,
+            "steps_per_block": args.steps,
+            "runs": args.runs,
+            "gflop_per_step": round(flops / 1e9, 3),
+        }
+        for name, ts in times.items():
+            step_s = float(np.median(ts)) / args.steps
+            row[name] = {
+                "samples_per_s": round(args.batch / step_s, 1),
+                "steps_per_s": round(1 / step_s, 2),
+                "gflop_per_s": round(flops / step_s / 1e9, 1),
+                "first_call_s": round(first[name], 3),
+                "compile_s": round(first[name] - step_s, 3),  # first call minus one step
+                "seconds_per_block": [round(t, 4) for t in ts],
+            }
+            if name in jit_resolved:
+                row[name]["jit_compile"] = jit_resolved[name]
+        for name in peers:
+            row[f"ratio_flax_over_{name}"] = round(
+                row["flax"]["samples_per_s"] / row[name]["samples_per_s"], 3
+            )
+        results.append(row)
+        print(
+            f"SAE {'-'.join(map(str, dims))} batch {args.batch}: Flax "
+            f"{row['flax']['samples_per_s']:.0f} samples/s ({row['flax']['gflop_per_s']:.0f} "
+            f"GFLOP/s, compile {row['flax']['compile_s']:.2f} s), "
+            + ", ".join(
+                f"{name} {row[name]['samples_per_s']:.0f} samples/s (compile "
+                f"{row[name]['compile_s']:.2f} s), ratio {row[f'ratio_flax_over_{name}']:.2f}"
+                for name in peers
+            )
+            + f" (median of {args.runs} blocks of {args.steps} steps)",
+            flush=True,
+        )
+    tf.close()
+    matmul_end = matmul_gflops()
+    atomic_write_json(
+        args.out,
+        {
+            "results": results,
+            "matmul_2048_gflop_per_s": {
+                "start": round(matmul_start, 1),
+                "end": round(matmul_end, 1),
+            },
+            "loadavg_1_5_15": {"start": load_start, "end": loadavg()},
+            "machine": {
+                "cpus": os.cpu_count(),
+                "platform": platform.platform(),
+                "processor": platform.processor(),
+            },  # fmt: skip
+            "versions": {"jax": jax.__version__, **tf.info},
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "command": " ".join(sys.argv),
+            "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+        },
+    )
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
