@@ -24,14 +24,12 @@ Writes bench/results/dec_throughput.json. Not a test; never run by pytest.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _common import TFWorker, loadavg, machine  # bench/_common.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -110,31 +108,11 @@ for line in sys.stdin:
 """
 
 
-class TFWorker:
-    def __init__(self, python: str):
-        import inspect
+def _worker_source() -> str:
+    """_TF_WORKER with `synthetic` inlined, so both sides train on the same data."""
+    import inspect
 
-        src = _TF_WORKER.replace("# @synthetic", inspect.getsource(synthetic) + "\n#")
-        self.proc = subprocess.Popen(
-            [python, "-c", src], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self.info = self._read()
-
-    def _read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the TensorFlow worker exited; is tensorflow installed there?")
-        return json.loads(line)
-
-    def run(self, dims, k: int, jit: bool, batch: int, n: int, steps: int) -> dict:
-        req = {"dims": list(dims), "k": k, "jit": jit, "batch": batch, "n": n, "steps": steps}
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
+    return _TF_WORKER.replace("# @synthetic", inspect.getsource(synthetic) + "\n#")
 
 
 def flax_runner(dims, k: int, batch: int, n: int):
@@ -178,10 +156,6 @@ def flax_runner(dims, k: int, batch: int, n: int):
     return run, first, flops
 
 
-def loadavg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--input_dims", default="784,2048", help="encoder input widths")
@@ -202,24 +176,30 @@ def main():
     from galaxy_jax.io import atomic_write_json
 
     load_start = loadavg()
-    tf = TFWorker(args.tf_python)
+    tf = TFWorker(args.tf_python, _worker_source())
     peers = {"keras_tf": False} if args.no_keras_xla else {"keras_tf": False, "keras_tf_xla": True}
     results = []
     for d in map(int, args.input_dims.split(",")):
         dims = (d, *HIDDEN)
         run_flax, first_flax, flops = flax_runner(dims, args.k, args.batch, args.n)
+
+        def ask(jit, steps, dims=dims):
+            return tf.request(
+                dims=list(dims), k=args.k, jit=jit, batch=args.batch, n=args.n, steps=steps
+            )
+
         run_flax(args.steps)  # warm-up block
         first = {"flax": first_flax}
         times = {"flax": []}
         for name, jit in peers.items():
-            first[name] = tf.run(dims, args.k, jit, args.batch, args.n, 1)["seconds"]
-            tf.run(dims, args.k, jit, args.batch, args.n, args.steps)  # warm-up block
+            first[name] = ask(jit, 1)["seconds"]
+            ask(jit, args.steps)  # warm-up block
             times[name] = []
         jit_resolved = {}
         for _ in range(args.runs):  # interleaved: all see the same background load
             times["flax"].append(run_flax(args.steps))
             for name, jit in peers.items():
-                r = tf.run(dims, args.k, jit, args.batch, args.n, args.steps)
+                r = ask(jit, args.steps)
                 times[name].append(r["seconds"])
                 jit_resolved[name] = r["jit_compile"]
         row = {
@@ -264,11 +244,7 @@ def main():
         {
             "results": results,
             "loadavg_1_5_15": {"start": load_start, "end": loadavg()},
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-            },  # fmt: skip
+            "machine": machine(),
             "versions": {"jax": jax.__version__, **tf.info},
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "command": " ".join(sys.argv),

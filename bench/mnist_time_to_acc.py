@@ -21,19 +21,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
 import time
 
 import numpy as np
+from _common import loadavg, machine  # bench/_common.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-def loadavg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
 
 
 def run_seed(config: str, seed: int, workdir: str, target: float) -> dict:
@@ -146,11 +142,7 @@ def main():
             "budget_s": args.budget_s,
             "runs": rows,
             "loadavg_1_5_15": {"start": load_start, "end": loadavg()},
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-            },  # fmt: skip
+            "machine": machine(),
             "versions": {"jax": jax.__version__},
             "command": " ".join(sys.argv),
             "time": time.strftime("%Y-%m-%d %H:%M:%S"),

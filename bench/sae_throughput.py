@@ -26,14 +26,12 @@ Writes bench/results/sae_throughput.json. Not a test; never run by pytest.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _common import TFWorker, loadavg, machine  # bench/_common.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -92,30 +90,6 @@ for line in sys.stdin:
 """
 
 
-class TFWorker:
-    def __init__(self, python: str):
-        self.proc = subprocess.Popen(
-            [python, "-c", _TF_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
-        self.info = self._read()
-
-    def _read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the TensorFlow worker exited; is tensorflow installed there?")
-        return json.loads(line)
-
-    def fit(self, dims, jit: bool, batch: int, n: int, steps: int) -> dict:
-        req = {"dims": list(dims), "jit": jit, "batch": batch, "n": n, "steps": steps}
-        self.proc.stdin.write(json.dumps(req) + "\n")
-        self.proc.stdin.flush()
-        return self._read()
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
-
-
 def flax_runner(dims, batch: int, n: int):
     """Returns (run(steps) -> seconds, first-call seconds, XLA's flop count of one step)."""
     import functools
@@ -167,10 +141,6 @@ def matmul_gflops(size: int = 2048, runs: int = 10) -> float:
     return 2 * size**3 / float(np.median(ts)) / 1e9
 
 
-def loadavg() -> list[float]:
-    return [round(v, 2) for v in os.getloadavg()]
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--input_dims", default="784,2048", help="autoencoder input widths")
@@ -191,24 +161,28 @@ def main():
 
     load_start = loadavg()
     matmul_start = matmul_gflops()
-    tf = TFWorker(args.tf_python)
+    tf = TFWorker(args.tf_python, _TF_WORKER)
     peers = {"keras_tf": False} if args.no_keras_xla else {"keras_tf": False, "keras_tf_xla": True}
     results = []
     for d in map(int, args.input_dims.split(",")):
         dims = (d, *HIDDEN)
         run_flax, first_flax, flops = flax_runner(dims, args.batch, args.n)
+
+        def ask(jit, steps, dims=dims):
+            return tf.request(dims=list(dims), jit=jit, batch=args.batch, n=args.n, steps=steps)
+
         run_flax(args.steps)  # warm-up block
         first = {"flax": first_flax}
         times, steady = {"flax": []}, {}  # steady: Keras seconds per step inside a fit call
         for name, jit in peers.items():
-            first[name] = tf.fit(dims, jit, args.batch, args.n, 1)["seconds"]
-            tf.fit(dims, jit, args.batch, args.n, args.steps)  # warm-up block
+            first[name] = ask(jit, 1)["seconds"]
+            ask(jit, args.steps)  # warm-up block
             times[name], steady[name] = [], []
         jit_resolved = {}
         for _ in range(args.runs):  # interleaved: all see the same background load
             times["flax"].append(run_flax(args.steps))
             for name, jit in peers.items():
-                r = tf.fit(dims, jit, args.batch, args.n, args.steps)
+                r = ask(jit, args.steps)
                 times[name].append(r["seconds"])
                 steady[name].append(r["steady_seconds"] / r["steady_steps"])
                 jit_resolved[name] = r["jit_compile"]
@@ -268,11 +242,7 @@ def main():
                 "end": round(matmul_end, 1),
             },
             "loadavg_1_5_15": {"start": load_start, "end": loadavg()},
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-            },  # fmt: skip
+            "machine": machine(),
             "versions": {"jax": jax.__version__, **tf.info},
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "command": " ".join(sys.argv),

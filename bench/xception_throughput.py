@@ -18,14 +18,12 @@ Writes bench/results/xception_throughput.json. Not a test; never run by pytest.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _common import TFWorker, machine  # bench/_common.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -53,32 +51,6 @@ for line in sys.stdin:
     models[key](inputs[key]).numpy()
     print(json.dumps({"seconds": time.perf_counter() - t}), flush=True)
 """
-
-
-class TFWorker:
-    def __init__(self, python: str):
-        self.proc = subprocess.Popen(
-            [python, "-c", _TF_WORKER],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self.info = self._read()
-
-    def _read(self):
-        line = self.proc.stdout.readline()
-        if not line:
-            raise RuntimeError("the TensorFlow worker exited; is tensorflow installed there?")
-        return json.loads(line)
-
-    def time_batch(self, size: int, batch: int) -> float:
-        self.proc.stdin.write(json.dumps({"size": size, "batch": batch}) + "\n")
-        self.proc.stdin.flush()
-        return self._read()["seconds"]
-
-    def close(self):
-        self.proc.stdin.close()
-        self.proc.wait()
 
 
 def flax_runner(size: int, batch: int, micro_batch: int):
@@ -135,15 +107,15 @@ def main():
 
     from galaxy_jax.io import atomic_write_json
 
-    tf = TFWorker(args.tf_python)
+    tf = TFWorker(args.tf_python, _TF_WORKER)
     results = []
     for size in map(int, args.sizes.split(",")):
         run_flax, flops = flax_runner(size, args.batch, args.micro_batch)
-        tf.time_batch(size, args.batch)  # build and warm up outside the timed loop
+        tf.request(size=size, batch=args.batch)  # build and warm up outside the timed loop
         t_flax, t_tf = [], []
         for _ in range(args.runs):  # interleaved: both see the same background load
             t_flax.append(run_flax())
-            t_tf.append(tf.time_batch(size, args.batch))
+            t_tf.append(tf.request(size=size, batch=args.batch)["seconds"])
         row = {
             "size": size,
             "batch": args.batch,
@@ -176,11 +148,7 @@ def main():
         {
             "results": results,
             "peak_gflops_assumed": args.peak_gflops,
-            "machine": {
-                "cpus": os.cpu_count(),
-                "platform": platform.platform(),
-                "processor": platform.processor(),
-            },  # fmt: skip
+            "machine": machine(),
             "versions": {"jax": jax.__version__, **tf.info},
             "xla_flags": os.environ.get("XLA_FLAGS", ""),
             "command": " ".join(sys.argv),
