@@ -25,6 +25,13 @@ How a cutout becomes statmorph's input (the choices the numbers depend on):
                deconvolved: it is a shape descriptor, comparable only within one survey.
 A measurement is `ok` when statmorph ran, its `flag` <= 1 (0 good, 1 suspect), `flag_sersic` <= 1
 and every column is finite; otherwise the bad values stay NaN here and the caller decides.
+
+Rotation averaging (`measure_dihedral`): the measures are rotation-invariant by definition, but
+statmorph's numerics are not (its asymmetry-centre search and Sersic fit start from the pixel
+grid): on one synthetic elliptical of 128 px, the 8 rotations/flips gave concentration 1.41-3.21
+and M20 -3.87 to -0.65. `measure_dihedral` measures all 8 and keeps, per column, the median over
+the transforms that measured cleanly: the same numbers for any orientation of the input, at 8x
+the cost.
 """
 
 from __future__ import annotations
@@ -143,6 +150,40 @@ def measure(
         row.update(flag=EXCEPTION, flag_sersic=EXCEPTION, error=f"{type(e).__name__}: {e}")
     row["seconds"] = time.perf_counter() - start
     return row
+
+
+def dihedral_views(image: np.ndarray) -> list[np.ndarray]:
+    """The 8 rotations/flips of an [H, W, ...] image (contiguous copies)."""
+    views = []
+    for k in range(4):
+        r = np.rot90(image, k)
+        views += [np.ascontiguousarray(r), np.ascontiguousarray(r[:, ::-1])]
+    return views
+
+
+def measure_dihedral(image: np.ndarray, **params) -> dict:
+    """`measure` of the 8 rotations/flips of `image`, combined: each column is the median over
+    the transforms whose measurement is `ok`; `flag`/`flag_sersic` are the worst among those.
+    `ok` when at least one transform is; if none is, the row of the untransformed image (its NaNs
+    and flags) with an error saying so. `seconds` is the total."""
+    rows = [measure(v, **params) for v in dihedral_views(image)]
+    seconds = float(sum(r["seconds"] for r in rows))
+    good = [r for r in rows if r["ok"]]
+    if not good:
+        return {
+            **rows[0],
+            "error": f"none of the 8 rotations/flips measured cleanly; first: {rows[0]['error']}",
+            "seconds": seconds,
+        }
+    out = {c: float(np.median([r[c] for r in good])) for c in COLUMNS}
+    out.update(
+        flag=max(r["flag"] for r in good),
+        flag_sersic=max(r["flag_sersic"] for r in good),
+        ok=True,
+        error="" if len(good) == len(rows) else f"{len(rows) - len(good)} of 8 transforms flagged",
+        seconds=seconds,
+    )
+    return out
 
 
 def _statmorph(band, segmap, label, sigma) -> dict:

@@ -119,3 +119,34 @@ def test_measure_reports_an_exception_as_a_flag():
     row = morphology.measure(np.zeros((4,), np.uint8))  # not an image: the band has no shape
     assert not row["ok"] and row["flag"] == morphology.EXCEPTION and "Error" in row["error"]
     assert np.isnan(row["gini"])
+
+
+def test_dihedral_measurement_is_the_same_for_every_orientation():
+    # statmorph alone is not orientation-free (galaxy_jax/morphology.py docstring); the median
+    # over the 8 rotations/flips is, exactly: any orientation has the same 8 transforms.
+    image = synthetic.render_galaxy(np.random.default_rng(3), 0, size=128)
+    assert len({v.tobytes() for v in morphology.dihedral_views(image)}) == 8
+    ref = morphology.measure_dihedral(image)
+    assert ref["ok"], ref["error"]
+    for view in (np.rot90(image), np.ascontiguousarray(image[::-1])):
+        got = morphology.measure_dihedral(view)
+        assert [got[c] for c in morphology.COLUMNS] == [ref[c] for c in morphology.COLUMNS]
+
+
+def test_mode_tta_writes_the_dihedral_medians(tmp_path):
+    c = morph_config.get_config("smoke")
+    c.data.synthetic_n = 2
+    c.workers = 1
+    c.tta = True
+    morph_mode.run_morphology(c, str(tmp_path))
+    with open(tmp_path / "morphology.csv") as f:
+        table = list(csv.DictReader(f))
+    images = synthetic.make_synthetic_source(2, 128, seed=c.data.synthetic_seed).get(np.arange(2))
+    for row, image in zip(table, np.asarray(images), strict=True):
+        want = morphology.measure_dihedral(image)
+        for col in morphology.COLUMNS:
+            assert float(row[col]) == pytest.approx(
+                want[col], rel=1e-5, abs=1e-6, nan_ok=True
+            )  # CSV: 6 digits
+    with open(tmp_path / "features_meta.json") as f:
+        assert json.load(f)["tta"] is True

@@ -53,20 +53,30 @@ def _measure_params(config) -> dict:
     )
 
 
-def _measure_chunk(get, indices, params) -> list[dict]:
-    """Worker: renders or decodes `indices` through `get` and measures each galaxy."""
+def _measure_chunk(get, indices, params, tta=False) -> list[dict]:
+    """Worker: renders or decodes `indices` through `get` and measures each galaxy (with `tta`,
+    its 8 rotations/flips, combined by `morphology.measure_dihedral`)."""
     images = np.asarray(get(np.asarray(indices)))
-    return [morphology.measure(im, **params) for im in images]
+    measure = morphology.measure_dihedral if tta else morphology.measure
+    return [measure(im, **params) for im in images]
 
 
 def measure_source(
-    source, params: dict, *, workers: int = 0, chunk_size: int = 16, shard_dir=None, meta_hash=""
+    source,
+    params: dict,
+    *,
+    workers: int = 0,
+    chunk_size: int = 16,
+    shard_dir=None,
+    meta_hash="",
+    tta: bool = False,
 ):
     """Measures every galaxy of `source` (an ImageSource); returns a list of N row dicts.
 
     workers: processes (0 = os.cpu_count(); 1 = this process, no pool). Each task is one chunk of
     `chunk_size` images, so the images travel as indices, not pixels. With `shard_dir`, each
     finished chunk is saved there as JSON under `meta_hash`, and a re-run measures only the rest.
+    `tta`: measure the 8 rotations/flips of each galaxy, keep the per-column median (8x time).
     """
     n = len(source)
     chunks = [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
@@ -76,7 +86,7 @@ def measure_source(
         if rows:
             logging.info("Resuming: %d of %d chunks already measured.", len(rows), len(chunks))
     todo = [i for i in range(len(chunks)) if i not in rows]
-    work = functools.partial(_measure_chunk, source.get, params=params)
+    work = functools.partial(_measure_chunk, source.get, params=params, tta=tta)
     bar = tqdm(total=sum(chunks[i][1] - chunks[i][0] for i in todo), unit="img")
 
     def finish(i, result):
@@ -195,6 +205,8 @@ def run_morphology(config, workdir: str) -> np.ndarray:
         "columns": list(morphology.COLUMNS),
         "packages": packages,
     }
+    if config.tta:  # only when set, so tables measured before the field existed stay valid
+        identity["tta"] = True
     meta_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
     meta_path = os.path.join(workdir, "features_meta.json")
     feat_path = os.path.join(workdir, "features.npy")
@@ -212,6 +224,7 @@ def run_morphology(config, workdir: str) -> np.ndarray:
         chunk_size=config.chunk_size,
         shard_dir=os.path.join(workdir, SHARD_DIR),
         meta_hash=meta_hash,
+        tta=bool(config.tta),
     )
     seconds = time.time() - start
     raw, features, stats = feature_table(rows)
