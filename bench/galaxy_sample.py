@@ -4,13 +4,16 @@ The data: the 2,000 real Kaggle Galaxy Zoo images in ../shared/data/galaxy_zoo_k
 1,000 "spirals" / 1,000 "non_spirals" by a third party's cut (PROVENANCE.md; not elliptical vs
 spiral). Each row is `python main.py --config=configs/galaxy_sample.py:VARIANT` run once per seed
 into workdirs/galaxy_sample/<row>/seed<N> (a finished run is skipped, an interrupted one
-resumes); the features each row reads are extracted first, once. Writes
-bench/results/galaxy_sample.json (per-seed numbers, mean, std, median, the commands, wall times)
-and prints a markdown table of mean +- std.
+resumes; a finished supervised run whose results.json holds another config than the variant's
+now is an error, not a row); the features each row reads are extracted first, once. Writes
+bench/results/galaxy_sample.json (per-seed numbers, mean, std, median, the commands, wall times;
+the supervised rows also balanced accuracy and the confusion table of each seed) and prints a
+markdown table of mean +- std. The rows of an existing JSON that this call does not run are
+kept as they are (--fresh drops them).
 
   python bench/galaxy_sample.py --seeds=0,1,2,3,4                  # every row
   python bench/galaxy_sample.py --seeds=0,1,2,3,4 --rows=kmeans_pixels,dec_pixels
-  python bench/galaxy_sample.py --row_seeds=cnn_scratch=0      # fewer seeds for one row
+  python bench/galaxy_sample.py --rows=cnn_scratch --row_seeds=cnn_scratch=0  # fewer seeds
 """
 
 import argparse
@@ -27,6 +30,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
 CONFIG = "configs/galaxy_sample.py"
 WORKDIRS = "workdirs/galaxy_sample"
 
@@ -111,7 +115,13 @@ ROWS = {
     "cnn_scratch": dict(
         variant="cnn_scratch",
         features=None,
-        report=[("test", "(d) supervised CNN: Xception from scratch, 71 px")],
+        report=[
+            (
+                "test",
+                "(d) supervised CNN from scratch: narrow Xception (width 0.25, 2 middle blocks, "
+                "0.73M parameters), 72 px RGB",
+            )
+        ],
     ),
 }
 DEFAULT_ROWS = (
@@ -125,6 +135,47 @@ def _cmd(variant, workdir, extra=(), seed=None):
     if seed is not None:
         cmd.append(f"--config.seed={seed}")
     return cmd + list(extra)
+
+
+def _flat(d, prefix=""):
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+# What a supervised run's numbers depend on (galaxy_jax/modes/supervised.py RUN_FIELDS).
+SUPERVISED_FIELDS = ("seed", "data", "split", "model", "optim", "weights", "augment")
+
+
+def check_config(results, variant, extra, seed, workdir):
+    """Raises unless the config in `results` (a supervised run's results.json) is what `variant`
+    gives now, in SUPERVISED_FIELDS; fields set by the `extra` flags and fields only one side has
+    are not compared. A finished run of an older config must not be reported as this row. (The
+    clustering modes check their own checkpoints' configs.)"""
+    from configs import galaxy_sample
+
+    if not str(results.get("mode", "")).startswith("supervised"):
+        return
+    want = _flat(galaxy_sample.get_config(variant).to_dict())
+    want["seed"] = seed
+    have = _flat(results.get("config", {}))
+    overridden = [e.split("=")[0].removeprefix("--config.") for e in extra]
+    diff = [
+        f"{k}: {have[k]!r} there, {want[k]!r} now"
+        for k in sorted(set(want) & set(have))
+        if k.split(".")[0] in SUPERVISED_FIELDS
+        and have[k] != want[k]
+        and not any(k == o or k.startswith(o + ".") for o in overridden)
+    ]
+    if diff:
+        raise SystemExit(
+            f"{workdir}/results.json is a run of another config ({'; '.join(diff[:6])}). "
+            f"Delete {workdir} to run {variant} again."
+        )
 
 
 def _run(cmd, done_file):
@@ -165,6 +216,13 @@ def balanced_acc_hungarian(contingency):
     return float(np.mean(hit / np.maximum(table.sum(0), 1)))
 
 
+def balanced_acc_supervised(confusion):
+    """Mean recall of the two classes; confusion [[TN, FN], [FP, TP]] (rows predicted, columns
+    true)."""
+    c = np.asarray(confusion, np.float64)
+    return float(np.mean(np.diag(c) / np.maximum(c.sum(0), 1)))
+
+
 def _wall(results):
     w = results.get("wall_s") or {}
     return float(w.get("total", w.get("kmeans", sum(w.values()))))
@@ -186,12 +244,25 @@ def row_metrics(key, runs):
     """{metric: stats over seeds} for a clustering key or a supervised split ('test')."""
     ms = [r["metrics"][key] for r in runs]
     if key in ("test", "val"):
+        steps = [r.get("config", {}).get("optim", {}).get("steps") for r in runs]
         out = {
             "accuracy": _stats([m["accuracy"] for m in ms]),
+            "balanced_accuracy": _stats([balanced_acc_supervised(m["confusion"]) for m in ms]),
             "roc_auc": _stats([m["roc_auc"] for m in ms]),
             "val_accuracy": _stats([r["metrics"].get("val", {}).get("accuracy") for r in runs]),
+            # [[TN, FN], [FP, TP]]: rows predicted 0/1, columns true 0/1 (1 = spiral)
+            "confusion_per_seed": [m["confusion"] for m in ms],
             "n_test": ms[0]["n"],
             "split_sizes": runs[0].get("split_sizes"),
+            "steps": steps[0],
+            # training wall time / steps, compilation and the validation passes included
+            "train_s_per_step": _stats(
+                [
+                    r["wall_s"]["train"] / n if n and "train" in r.get("wall_s", {}) else None
+                    for r, n in zip(runs, steps, strict=True)
+                ]
+            ),
+            "val_accuracy_history_per_seed": [r["history"].get("val_accuracy") for r in runs],
         }
         return out
     return {
@@ -218,6 +289,11 @@ def main():
     )
     parser.add_argument(
         "--out", default=os.path.join(ROOT, "bench", "results", "galaxy_sample.json")
+    )
+    parser.add_argument(
+        "--fresh",
+        action="store_true",
+        help="write only the rows run now (default: keep the other rows of an existing --out)",
     )
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -247,6 +323,7 @@ def main():
             _run(cmd, os.path.join(workdir, "results.json"))
             with open(os.path.join(ROOT, workdir, "results.json")) as f:
                 runs.append(json.load(f))
+            check_config(runs[-1], spec["variant"], spec.get("extra", ()), seed, workdir)
         walls = [_wall(r) for r in runs]
         for key, label in spec["report"]:
             table.append(
@@ -263,6 +340,22 @@ def main():
                     **row_metrics(key, runs),
                 }
             )
+
+    if not args.fresh and os.path.isfile(args.out):
+        with open(args.out) as f:
+            old = json.load(f)
+        features = {**old.get("features", {}), **features}
+        new_rows = {}
+        for r in table:
+            new_rows.setdefault(r["row"], []).append(r)
+        merged = []
+        for r in old.get("rows", []):  # the old order; a row run now replaces all its entries
+            if r["row"] not in new_rows:
+                merged.append(r)
+            elif r["row"] not in {m["row"] for m in merged}:
+                merged.extend(new_rows[r["row"]])
+        merged.extend(r for r in table if r["row"] not in {m["row"] for m in merged})
+        table = merged
 
     out = {
         "date": datetime.date.today().isoformat(),
@@ -310,12 +403,15 @@ def _print_table(table):
         if r["metrics_key"] == "kmeans_embedding":
             wall = "(part of the DEC run)"
         print(f"| {r['method']} | {' | '.join(_fmt(c) for c in cells)} | {wall} |")
-    print("\n| method | test accuracy | test ROC AUC | val accuracy | wall time per run |")
-    print("|---|---|---|---|---|")
+    print(
+        "\n| method | test accuracy | test balanced accuracy | test ROC AUC | val accuracy "
+        "| wall time per run |"
+    )
+    print("|---|---|---|---|---|---|")
     for r in table:
         if "accuracy" not in r:
             continue
-        cells = [r["accuracy"], r["roc_auc"], r["val_accuracy"]]
+        cells = [r["accuracy"], r.get("balanced_accuracy"), r["roc_auc"], r["val_accuracy"]]
         wall = r["wall_s_per_run"]["mean"] / 60
         print(f"| {r['method']} | {' | '.join(_fmt(c) for c in cells)} | {wall:.1f} min |")
 

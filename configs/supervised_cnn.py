@@ -7,7 +7,8 @@ zoom and brightness shifts); batch norm in training mode for the updates, frozen
 Data-parallel over all devices. Reports validation and test accuracy, ROC AUC and the confusion
 table. Other data: --config.data.name=folder --config.data.folder=/path (configs/data_defaults.py);
 a 2-core CPU needs a small input, e.g. --config.data.image_size=96. Scratch training:
---config.weights=random.
+--config.weights=random, with a narrower network if wanted: --config.model.width=0.25
+--config.model.middle_blocks=2 (0.73M parameters instead of 20.9M; random weights only).
 Variant `configs/supervised_cnn.py:smoke`: 16 small synthetic galaxies at 71x71, random weights,
 2 steps (tests).
 """
@@ -45,8 +46,13 @@ def get_config(arg=None):
     c.split.csv_split_column = "split"
     c.split.csv_test = "validation"
 
-    c.model = ml_collections.ConfigDict()  # Xception + Dense(1); nothing to choose yet
+    c.model = ml_collections.ConfigDict()  # Xception + Dense(1)
     c.model.head = "dense"
+    # A smaller Xception of the same design (galaxy_jax/models/xception.py), for weights='random'
+    # only: a weights file fixes the architecture, and other values are then an error.
+    c.model.width = 1.0  # channel multiplier (1.0 = Keras' Xception; 0.25 = 0.73M parameters
+    #                      with middle_blocks=2)
+    c.model.middle_blocks = 8  # middle-flow blocks, 0-8 (8 = Keras' Xception)
 
     c.augment = ml_collections.ConfigDict()  # galaxy_jax.data.preprocess.augment
     c.augment.max_angle_deg = 10.0
@@ -55,6 +61,7 @@ def get_config(arg=None):
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-4  # Adam; small, as the backbone is pretrained
+    c.optim.schedule = "constant"  # constant | cosine (decays lr to 0 at optim.steps)
     c.optim.batch_size = 32  # global, rounded up to a multiple of the device count
     c.optim.steps = 1000
     c.eval_batch_size = 64

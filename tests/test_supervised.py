@@ -138,9 +138,8 @@ def test_cnn_smoke(tmp_path):
     assert os.path.isdir(tmp_path / "ckpt" / "2")
     # The checkpoint restores into the initial state's structure, with trained batch statistics.
     from galaxy_jax.checkpoint import Checkpointer
-    from galaxy_jax.models.heads import XceptionBinary
 
-    model = XceptionBinary()
+    model = supervised.XceptionBinary()
     variables, _ = supervised._cnn_variables(config, model, config.data.image_size)
     init = supervised.State.create(
         apply_fn=model.apply,
@@ -152,3 +151,72 @@ def test_cnn_smoke(tmp_path):
     assert step == 2 and int(restored.step) == 2
     bn = restored.batch_stats["backbone"]["block1_conv1_bn"]["mean"]
     assert not np.allclose(bn, variables["batch_stats"]["backbone"]["block1_conv1_bn"]["mean"])
+
+
+def test_cnn_narrow_network_from_scratch(tmp_path):
+    config = supervised_cnn.get_config("smoke")
+    config.model.width = 0.25
+    config.model.middle_blocks = 2
+    config.optim.steps = 1
+    r = _read_run(supervised.run_cnn, config, str(tmp_path))
+    assert [s for s, _ in r["history"]["train_loss"]] == [1]
+    assert np.isfinite(r["history"]["train_loss"][0][1])
+    model = supervised.XceptionBinary(width=0.25, middle_blocks=2)
+    variables, description = supervised._cnn_variables(config, model, config.data.image_size)
+    assert "width 0.25, middle_blocks 2" in description
+    assert variables["params"]["head"]["kernel"].shape == (512, 1)  # 2048 * 0.25
+    assert "block6_sepconv1" in variables["params"]["backbone"]
+    assert "block7_sepconv1" not in variables["params"]["backbone"]
+    n = sum(np.asarray(v).size for v in jax.tree.leaves(variables))
+    assert n == 731_904 + 513  # the backbone (trainable and batch statistics) and Dense(1)
+
+
+def test_cnn_architecture_must_match_the_weights(tmp_path):
+    from galaxy_jax import weights
+    from galaxy_jax.models.xception import Xception, init_variables
+
+    config = supervised_cnn.get_config("smoke")
+    config.model.width = 0.25
+    config.weights = "imagenet"
+    config.download = True  # the error comes first: nothing is downloaded or created
+    workdir = tmp_path / "run"
+    with pytest.raises(UserError, match=r"config.model.width=0.25 and config.model.middle_blocks"):
+        supervised.run_cnn(config, str(workdir))
+    assert not workdir.exists()
+    config.weights = "random"
+    config.model.middle_blocks = 9
+    with pytest.raises(UserError, match=r"config.model.middle_blocks: must be an integer"):
+        supervised.cnn_architecture(config)
+    # An exported encoder names its architecture: used as is with the default fields or the
+    # same ones, an error with others.
+    arch = {"width": 0.125, "middle_blocks": 1}
+    path = str(tmp_path / "encoder.npz")
+    weights.save_encoder(path, init_variables(Xception(**arch), 0), arch)
+    config.weights = path
+    config.model.width, config.model.middle_blocks = 1.0, 8
+    assert supervised.cnn_architecture(config) == arch
+    config.model.width, config.model.middle_blocks = 0.125, 1
+    assert supervised.cnn_architecture(config) == arch
+    config.model.width, config.model.middle_blocks = 1.0, 8
+    config.optim.steps = 1
+    r = _read_run(supervised.run_cnn, config, str(tmp_path / "from_encoder"))
+    assert r["metrics"]["test"]["n"] == 2
+    config.model.width = 0.25
+    with pytest.raises(UserError, match="holds width 0.125, middle_blocks 1"):
+        supervised.cnn_architecture(config)
+
+
+def test_optimizer_schedule():
+    optim = supervised_cnn.get_config().optim
+    optim.lr, optim.steps, optim.schedule = 0.1, 4, "cosine"
+    tx = supervised.make_optimizer(optim)
+    params = {"w": jnp.ones(())}
+    state = tx.init(params)
+    steps = []
+    for _ in range(5):
+        updates, state = tx.update({"w": jnp.ones(())}, state, params)
+        steps.append(abs(float(updates["w"])))
+    assert steps[0] == pytest.approx(0.1, rel=1e-3) and steps[-1] == 0.0  # lr -> 0 at steps
+    optim.schedule = "linear"
+    with pytest.raises(UserError, match="config.optim.schedule"):
+        supervised.make_optimizer(optim)

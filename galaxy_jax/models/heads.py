@@ -39,12 +39,18 @@ class XceptionBinary(nn.Module):
     """[B, S, S, 3] images in [-1, 1] -> [B] logits: Xception (no top), average pool, Dense(1).
 
     The backbone's variables sit under 'backbone' (params and batch_stats), so ImageNet weights
-    from `galaxy_jax.weights.load_weights(include_top=False)` drop in unchanged.
+    from `galaxy_jax.weights.load_weights(include_top=False)` drop in unchanged. `width` and
+    `middle_blocks` are Xception's (defaults: Keras' Xception).
     """
 
     dtype: Any = jnp.float32
+    width: float = 1.0
+    middle_blocks: int = 8
 
     @nn.compact
     def __call__(self, x, train: bool = False):
-        _, out = Xception(dtype=self.dtype, name="backbone")(x, train=train)
+        backbone = Xception(
+            dtype=self.dtype, width=self.width, middle_blocks=self.middle_blocks, name="backbone"
+        )
+        _, out = backbone(x, train=train)
         return nn.Dense(1, name="head")(out["pooled"].astype(jnp.float32))[..., 0]

@@ -3,8 +3,13 @@
 supervised_ann: an MLP (ReLU layers, sigmoid output, binary cross-entropy, Adam) on frozen
   feature vectors: the `extract` mode's output (data.name='features'), or any vector dataset.
 supervised_cnn: Xception (ImageNet, random or a weights file) fine-tuned end to end with a
-  sigmoid head, BCE, Adam and the training augmentations of galaxy_jax.data.preprocess. Batch
-  norm statistics are updated in training (mutable batch_stats) and used frozen in evaluation.
+  sigmoid head, BCE, Adam (`optim.schedule`: constant lr, or cosine-decayed to 0 at the last
+  step) and the training augmentations of galaxy_jax.data.preprocess. Batch norm statistics
+  are updated in training (mutable batch_stats) and used frozen in evaluation.
+  `model.width` and `model.middle_blocks` (galaxy_jax/models/xception.py; defaults 1.0 and 8 are
+  Keras' Xception) give a smaller network of the same design, trained from weights='random'; a
+  weights file fixes the architecture (Keras' for 'imagenet' and .h5, the JSON beside an `ssl`
+  encoder's .npz), and other non-default fields are an error.
   Data-parallel over all devices: the batch is sharded along mesh axis 'data', the state is
   replicated.
 
@@ -46,7 +51,7 @@ from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.preprocess import augment, preprocess
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.heads import MLPHead, XceptionBinary
-from galaxy_jax.models.xception import MIN_SIZE
+from galaxy_jax.models.xception import MIN_SIZE, Xception, init_variables
 from galaxy_jax.train_utils import (
     BatchSampler,
     FiniteGuard,
@@ -179,6 +184,20 @@ def binary_metrics(y: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> d
         "n": int(len(y)),
         "threshold": threshold,
     }
+
+
+SCHEDULES = ("constant", "cosine")
+
+
+def make_optimizer(optim) -> optax.GradientTransformation:
+    """Adam at `optim.lr`: constant, or with `optim.schedule='cosine'` decayed to 0 at
+    `optim.steps` (a from-scratch run then ends on a settled network, not mid-oscillation)."""
+    schedule = optim.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        raise UserError(f"config.optim.schedule: must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "cosine":
+        return optax.adam(optax.cosine_decay_schedule(optim.lr, max(int(optim.steps), 1)))
+    return optax.adam(optim.lr)
 
 
 def _bce(logits, y):
@@ -325,7 +344,7 @@ def run_ann(config, workdir: str) -> dict:
     root = jax.random.PRNGKey(config.seed)
     init_key, dropout_key = jax.random.split(root)
     params = model.init(init_key, jnp.zeros((1, x.shape[1]), jnp.float32))["params"]
-    tx = optax.adam(config.optim.lr)
+    tx = make_optimizer(config.optim)
     state = State.create(apply_fn=model.apply, params=params, tx=tx)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"))
     _, state = ckpt.restore(state)  # this run's checkpoint, else the fresh initialisation
@@ -375,25 +394,78 @@ def run_ann(config, workdir: str) -> dict:
 # -------------------------------------------------------------------------------------- CNN
 
 
-def _cnn_variables(config, model, image_size):
-    """{'params', 'batch_stats'}: the backbone from config.weights, a fresh head (numpy)."""
-    loaded = weights.from_config(config, include_top=False)
+def cnn_architecture(config) -> dict:
+    """{'width', 'middle_blocks'} of the CNN's backbone; reads no weights and creates nothing.
+
+    weights='random': config.model.width and config.model.middle_blocks. A weights file fixes the
+    architecture: Keras' Xception for 'imagenet' and .h5, the JSON beside an .npz (an `ssl`
+    encoder; Keras' without one). The config's fields must then be the defaults or the same.
+    """
+    m = config.model
+    width, blocks = m.get("width", 1.0), m.get("middle_blocks", 8)
+    if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
+        raise UserError(f"config.model.width: must be a number > 0, got {width!r}")
+    if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= 8:
+        raise UserError(f"config.model.middle_blocks: must be an integer in [0, 8], got {blocks!r}")
+    arch = {"width": float(width), "middle_blocks": int(blocks)}
+    w = config.weights
+    if w == "random":
+        return arch
+    if isinstance(w, str) and w.endswith(".npz") and os.path.exists(w):
+        held, what = weights.read_architecture(w)[0], f"{w} (its JSON, or Keras' without one)"
+    else:  # imagenet, .h5, or a file load_weights will report as missing or unknown
+        held, what = dict(weights.DEFAULT_ARCHITECTURE), f"{w!r} (Keras' Xception)"
+    if arch == held or arch == weights.DEFAULT_ARCHITECTURE:
+        return held
+    raise UserError(
+        f"config.model.width={arch['width']:g} and config.model.middle_blocks="
+        f"{arch['middle_blocks']} do not match config.weights={what}, which holds width "
+        f"{held['width']:g}, middle_blocks {held['middle_blocks']}. Train that architecture "
+        "from scratch with --config.weights=random, or leave model.width and "
+        "model.middle_blocks at their defaults (1.0, 8) to use the weights' own."
+    )
+
+
+def _cnn_variables(config, model: XceptionBinary, image_size):
+    """{'params', 'batch_stats'}: the backbone from config.weights (a seeded random network of
+    the model's architecture for 'random'), a fresh head (numpy)."""
+    arch = {"width": model.width, "middle_blocks": model.middle_blocks}
+    if config.weights == "random":
+        backbone = init_variables(Xception(**arch), config.seed)
+        logging.warning(
+            "Xception weights are RANDOM (seed %d), width %g, %d middle blocks.",
+            config.seed,
+            model.width,
+            model.middle_blocks,
+        )
+        description = f"random (seed {config.seed})"
+        if arch != weights.DEFAULT_ARCHITECTURE:
+            description += f", width {model.width:g}, middle_blocks {model.middle_blocks}"
+    else:
+        loaded = weights.from_config(config, include_top=False)
+        if loaded.architecture != arch:  # cnn_architecture read the same file a moment ago
+            raise UserError(
+                f"config.weights={config.weights!r} holds an Xception of {loaded.architecture}, "
+                f"not the model's {arch}"
+            )
+        backbone, description = loaded.variables, loaded.description
+    feature_dim = Xception(**arch).feature_dim
     rng = np.random.default_rng([config.seed, 1])
-    limit = np.sqrt(6.0 / (2048 + 1))  # Glorot uniform, as Keras' Dense
+    limit = np.sqrt(6.0 / (feature_dim + 1))  # Glorot uniform, as Keras' Dense
     variables = {
         "params": {
-            "backbone": loaded.variables["params"],
+            "backbone": backbone["params"],
             "head": {
-                "kernel": rng.uniform(-limit, limit, (2048, 1)).astype(np.float32),
+                "kernel": rng.uniform(-limit, limit, (feature_dim, 1)).astype(np.float32),
                 "bias": np.zeros((1,), np.float32),
             },
         },
-        "batch_stats": {"backbone": loaded.variables["batch_stats"]},
+        "batch_stats": {"backbone": backbone["batch_stats"]},
     }
     x = jax.ShapeDtypeStruct((1, image_size, image_size, 3), jnp.float32)
     template = weights.flatten(jax.eval_shape(model.init, jax.random.key(0), x))
     weights.check_flat(weights.flatten(variables), template, what="of the CNN")
-    return variables, loaded.description
+    return variables, description
 
 
 def run_cnn(config, workdir: str) -> dict:
@@ -405,6 +477,8 @@ def run_cnn(config, workdir: str) -> dict:
     d = config.data
     if d.image_size < MIN_SIZE:
         raise UserError(f"data.image_size must be at least {MIN_SIZE}, got {d.image_size}")
+    arch = cnn_architecture(config)  # before anything is read, downloaded or created
+    tx = make_optimizer(config.optim)
     workdir = prepare_workdir(workdir)
     source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))
     y = check_binary(source.labels, f"dataset {d.name}")
@@ -416,12 +490,11 @@ def run_cnn(config, workdir: str) -> dict:
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     batch_size = -(-int(config.optim.batch_size) // n_dev) * n_dev
     eval_batch = -(-int(config.eval_batch_size) // n_dev) * n_dev
-    model = XceptionBinary(dtype=DTYPES[config.dtype])
+    model = XceptionBinary(dtype=DTYPES[config.dtype], **arch)
     ckpt = Checkpointer(os.path.join(workdir, "ckpt"))
     # Resume order: this run's checkpoint, then the pretrained backbone (config.weights: imagenet,
     # a file, or random for a scratch run) with a fresh head.
     variables, description = _cnn_variables(config, model, d.image_size)
-    tx = optax.adam(config.optim.lr)
     state = State.create(
         apply_fn=model.apply,
         params=variables["params"],
