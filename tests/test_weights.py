@@ -186,3 +186,39 @@ def test_convert_weights_mode(ref, tmp_path):
     assert loaded.sha256 == W.variables_sha256(expected)
     # A non-official file never populates the shared cache of 'imagenet'.
     assert not os.path.exists(W.converted_path(False, config.cache_dir))
+
+
+def test_sample_config_extracts_keras_features_with_the_reference_file(ref, tmp_path):
+    """configs/galaxy_sample.py:xception_extract, the config a user with the ImageNet weights
+    runs, given the reference file in place of the download: its features are Keras'."""
+    from PIL import Image
+
+    from configs import galaxy_sample
+    from galaxy_jax.data import synthetic
+    from galaxy_jax.data.preprocess import preprocess
+    from galaxy_jax.modes import extract
+
+    config = galaxy_sample.get_config("xception_extract")
+    assert config.weights == "imagenet" and config.data.image_size == 128
+    config.weights = ref["notop"]  # what 'imagenet' fetches; same layout, made here
+    config.download = False
+    root = tmp_path / "sample"  # the sample's layout: <split>/<class>/<id>.jpg
+    source = synthetic.make_synthetic_source(4, 424, seed=0)
+    images = np.asarray(source.get(np.arange(4)))
+    for i, (image, label) in enumerate(zip(images, source.labels, strict=True)):
+        d = root / "train" / ("spirals" if label else "non_spirals")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(d / f"{i}.png")
+    config.data.folder = str(root)
+    wd = str(tmp_path / "features")
+    features = extract.run_extract(config, wd)
+
+    k128 = keras.applications.Xception(
+        input_shape=(128, 128, 3), weights=None, include_top=True, classifier_activation=None
+    )
+    k128.set_weights(ref["models"][299].get_weights())
+    pooled = keras.Model(k128.input, k128.get_layer("avg_pool").output)
+    ids = np.load(os.path.join(wd, "ids.npy"))
+    order = [int(i) for i in ids]
+    x = np.asarray(preprocess(images[order], crop_size=208, image_size=128))
+    np.testing.assert_allclose(features, pooled.predict(x, verbose=0), atol=1e-4)
