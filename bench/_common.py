@@ -1,12 +1,21 @@
-"""Pieces every benchmark script here shares: the TensorFlow peer worker, the machine and load
-records. Imported as `_common` (the scripts run as `python bench/<name>.py`)."""
+"""Pieces the benchmark scripts here share: the TensorFlow peer worker, the machine and load
+records, and for the real-sample tables (galaxy_sample.py, features_table.py) running a
+`main.py` command once, seed statistics and the Hungarian balanced accuracy. Imported as
+`_common` (the scripts run as `python bench/<name>.py`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import shlex
 import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))  # the repository
 
 
 class TFWorker:
@@ -47,3 +56,47 @@ def machine() -> dict:
         "platform": platform.platform(),
         "processor": platform.processor(),
     }
+
+
+def run_once(cmd: list[str], done_file: str) -> float | None:
+    """Runs `cmd` (['python', 'main.py', ...]) in the repository unless `done_file` (relative
+    to it) exists; returns the wall seconds of this call (None if skipped)."""
+    if os.path.isfile(os.path.join(ROOT, done_file)):
+        return None
+    print("$", shlex.join(cmd), flush=True)
+    t0 = time.time()
+    subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
+    seconds = time.time() - t0
+    print(f"  done in {seconds:.0f} s", flush=True)
+    return seconds
+
+
+def wall_seconds(results: dict) -> float:
+    """Total wall time of a run from its results.json."""
+    w = results.get("wall_s") or {}
+    return float(w.get("total", w.get("kmeans", sum(w.values()))))
+
+
+def seed_stats(values: list) -> dict | None:
+    """Mean, population std and median over seeds (None entries left out), and the values."""
+    v = [x for x in values if x is not None]
+    if not v:
+        return None
+    return {
+        "mean": float(np.mean(v)),
+        "std": float(np.std(v)),  # population std over seeds
+        "median": float(np.median(v)),
+        "per_seed": values,
+    }
+
+
+def balanced_acc_hungarian(contingency) -> float:
+    """Mean per-class recall under the one-to-one (Hungarian) cluster -> class map; clusters
+    left without a class predict nothing right. contingency: [clusters, classes] counts."""
+    from scipy.optimize import linear_sum_assignment
+
+    table = np.asarray(contingency)
+    rows, cols = linear_sum_assignment(-table)
+    hit = np.zeros(table.shape[1])
+    hit[cols] = table[rows, cols]
+    return float(np.mean(hit / np.maximum(table.sum(0), 1)))

@@ -27,13 +27,12 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
 import time
 
 import numpy as np
+from _common import ROOT, balanced_acc_hungarian, run_once, seed_stats, wall_seconds  # bench/
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SAMPLE = os.path.join(ROOT, "..", "shared", "data", "galaxy_zoo_kaggle_sample")
 WORKDIRS = "workdirs/galaxy_sample"
 SSL_EXTRACT = (
@@ -85,38 +84,6 @@ VARIANTS = {
 C_GRID = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0)
 
 
-def _run(args, workdir, done_file):
-    """`python main.py ARGS --workdir=WORKDIR` unless WORKDIR/done_file exists; returns the
-    command line."""
-    cmd = ["python", "main.py", *args, f"--workdir={workdir}"]
-    if not os.path.isfile(os.path.join(ROOT, workdir, done_file)):
-        print("$", shlex.join(cmd), flush=True)
-        t0 = time.time()
-        subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
-        print(f"  done in {time.time() - t0:.0f} s", flush=True)
-    return shlex.join(cmd)
-
-
-def hungarian_scores(contingency):
-    """(accuracy, balanced accuracy) under the one-to-one cluster -> class map that maximises
-    the matched count. contingency: [clusters, classes]."""
-    from scipy.optimize import linear_sum_assignment
-
-    table = np.asarray(contingency, dtype=float)
-    rows, cols = linear_sum_assignment(-table)
-    hit = np.zeros(table.shape[1])
-    hit[cols] = table[rows, cols]
-    return float(hit.sum() / table.sum()), float(np.mean(hit / np.maximum(table.sum(0), 1)))
-
-
-def _stats(values):
-    return {
-        "mean": float(np.mean(values)),
-        "std": float(np.std(values)),  # population std over seeds
-        "per_seed": [float(v) for v in values],
-    }
-
-
 def linear_probe(features, labels, train):
     """Standardised logistic regression, C by 5-fold CV on `train` rows, scored on the rest."""
     from sklearn.linear_model import LogisticRegression
@@ -159,7 +126,15 @@ def _score(metrics, scoring):
     """(accuracy, balanced accuracy) of one run's metrics under `scoring`."""
     if scoring == "dominant":
         return metrics["acc_dominant"], metrics["balanced_acc_dominant"]
-    return hungarian_scores(metrics["contingency"])
+    return metrics["acc"], balanced_acc_hungarian(metrics["contingency"])
+
+
+def _run(args, workdir, done_file):
+    """`python main.py ARGS --workdir=WORKDIR` unless WORKDIR/done_file exists; returns the
+    command line."""
+    cmd = ["python", "main.py", *args, f"--workdir={workdir}"]
+    run_once(cmd, os.path.join(workdir, done_file))
+    return shlex.join(cmd)
 
 
 def feature_set(name, seeds, variants=()):
@@ -200,23 +175,18 @@ def feature_set(name, seeds, variants=()):
             out["commands"].setdefault(run, []).append(cmd)
             with open(os.path.join(ROOT, workdir, "results.json")) as f:
                 results[run].append(json.load(f))
-        out["wall_s"][run] = _stats([_total_wall(r) for r in results[run]])
+        out["wall_s"][run] = seed_stats([wall_seconds(r) for r in results[run]])
     methods = [*METHODS, *((f"{v} ({VARIANTS[v][1]})", "dec", v) for v in variants)]
     for method, key, run in methods:
         scoring = VARIANTS[run][1] if run in VARIANTS else "hungarian"
         per_seed = [_score(r["metrics"][key], scoring) for r in results[run]]
         out["rows"][method] = {
-            "acc": _stats([a for a, _ in per_seed]),
-            "balanced_acc": _stats([b for _, b in per_seed]),
-            "nmi": _stats([r["metrics"][key]["nmi"] for r in results[run]]),
+            "acc": seed_stats([a for a, _ in per_seed]),
+            "balanced_acc": seed_stats([b for _, b in per_seed]),
+            "nmi": seed_stats([r["metrics"][key]["nmi"] for r in results[run]]),
         }
     out["linear_probe"] = linear_probe(features, labels, _train_mask(ids))
     return out
-
-
-def _total_wall(results):
-    w = results.get("wall_s") or {}
-    return float(w.get("total", w.get("kmeans", 0.0)))
 
 
 def _print_table(table):

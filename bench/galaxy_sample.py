@@ -22,12 +22,10 @@ import json
 import os
 import platform
 import shlex
-import subprocess
 import sys
-import time
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
+from _common import balanced_acc_hungarian, run_once, seed_stats, wall_seconds  # bench/
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -178,24 +176,11 @@ def check_config(results, variant, extra, seed, workdir):
         )
 
 
-def _run(cmd, done_file):
-    """Runs `cmd` unless done_file exists; returns the wall seconds of this call (None if
-    skipped)."""
-    if os.path.isfile(os.path.join(ROOT, done_file)):
-        return None
-    print("$", shlex.join(cmd), flush=True)
-    t0 = time.time()
-    subprocess.run([sys.executable, *cmd[1:]], cwd=ROOT, check=True)
-    seconds = time.time() - t0
-    print(f"  done in {seconds:.0f} s", flush=True)
-    return seconds
-
-
 def extract(name):
     variant, extra = FEATURES[name]
     workdir = f"{WORKDIRS}/{name}"
     cmd = _cmd(variant, workdir, extra)
-    _run(cmd, os.path.join(workdir, "features.npy"))
+    run_once(cmd, os.path.join(workdir, "features.npy"))
     with open(os.path.join(ROOT, workdir, "features_meta.json")) as f:
         meta = json.load(f)
     keep = ("feature_source", "weights", "feature_dim", "image_size", "crop_size", "tta")
@@ -206,38 +191,11 @@ def extract(name):
     }
 
 
-def balanced_acc_hungarian(contingency):
-    """Mean per-class recall under the one-to-one (Hungarian) cluster -> class map; clusters
-    left without a class predict nothing right. contingency: [clusters, classes] counts."""
-    table = np.asarray(contingency)
-    rows, cols = linear_sum_assignment(-table)
-    hit = np.zeros(table.shape[1])
-    hit[cols] = table[rows, cols]
-    return float(np.mean(hit / np.maximum(table.sum(0), 1)))
-
-
 def balanced_acc_supervised(confusion):
     """Mean recall of the two classes; confusion [[TN, FN], [FP, TP]] (rows predicted, columns
     true)."""
     c = np.asarray(confusion, np.float64)
     return float(np.mean(np.diag(c) / np.maximum(c.sum(0), 1)))
-
-
-def _wall(results):
-    w = results.get("wall_s") or {}
-    return float(w.get("total", w.get("kmeans", sum(w.values()))))
-
-
-def _stats(values):
-    v = [x for x in values if x is not None]
-    if not v:
-        return None
-    return {
-        "mean": float(np.mean(v)),
-        "std": float(np.std(v)),  # population std over seeds
-        "median": float(np.median(v)),
-        "per_seed": values,
-    }
 
 
 def row_metrics(key, runs):
@@ -246,17 +204,17 @@ def row_metrics(key, runs):
     if key in ("test", "val"):
         steps = [r.get("config", {}).get("optim", {}).get("steps") for r in runs]
         out = {
-            "accuracy": _stats([m["accuracy"] for m in ms]),
-            "balanced_accuracy": _stats([balanced_acc_supervised(m["confusion"]) for m in ms]),
-            "roc_auc": _stats([m["roc_auc"] for m in ms]),
-            "val_accuracy": _stats([r["metrics"].get("val", {}).get("accuracy") for r in runs]),
+            "accuracy": seed_stats([m["accuracy"] for m in ms]),
+            "balanced_accuracy": seed_stats([balanced_acc_supervised(m["confusion"]) for m in ms]),
+            "roc_auc": seed_stats([m["roc_auc"] for m in ms]),
+            "val_accuracy": seed_stats([r["metrics"].get("val", {}).get("accuracy") for r in runs]),
             # [[TN, FN], [FP, TP]]: rows predicted 0/1, columns true 0/1 (1 = spiral)
             "confusion_per_seed": [m["confusion"] for m in ms],
             "n_test": ms[0]["n"],
             "split_sizes": runs[0].get("split_sizes"),
             "steps": steps[0],
             # training wall time / steps, compilation and the validation passes included
-            "train_s_per_step": _stats(
+            "train_s_per_step": seed_stats(
                 [
                     r["wall_s"]["train"] / n if n and "train" in r.get("wall_s", {}) else None
                     for r, n in zip(runs, steps, strict=True)
@@ -266,12 +224,12 @@ def row_metrics(key, runs):
         }
         return out
     return {
-        "acc": _stats([m["acc"] for m in ms]),
-        "balanced_acc": _stats([balanced_acc_hungarian(m["contingency"]) for m in ms]),
-        "acc_dominant": _stats([m["acc_dominant"] for m in ms]),
-        "balanced_acc_dominant": _stats([m["balanced_acc_dominant"] for m in ms]),
-        "nmi": _stats([m["nmi"] for m in ms]),
-        "ari": _stats([m["ari"] for m in ms]),
+        "acc": seed_stats([m["acc"] for m in ms]),
+        "balanced_acc": seed_stats([balanced_acc_hungarian(m["contingency"]) for m in ms]),
+        "acc_dominant": seed_stats([m["acc_dominant"] for m in ms]),
+        "balanced_acc_dominant": seed_stats([m["balanced_acc_dominant"] for m in ms]),
+        "nmi": seed_stats([m["nmi"] for m in ms]),
+        "ari": seed_stats([m["ari"] for m in ms]),
         "contingency_per_seed": [m["contingency"] for m in ms],
     }
 
@@ -320,11 +278,11 @@ def main():
             workdir = f"{WORKDIRS}/{name}/seed{seed}"
             cmd = _cmd(spec["variant"], workdir, spec.get("extra", ()), seed)
             commands.append(shlex.join(cmd))
-            _run(cmd, os.path.join(workdir, "results.json"))
+            run_once(cmd, os.path.join(workdir, "results.json"))
             with open(os.path.join(ROOT, workdir, "results.json")) as f:
                 runs.append(json.load(f))
             check_config(runs[-1], spec["variant"], spec.get("extra", ()), seed, workdir)
-        walls = [_wall(r) for r in runs]
+        walls = [wall_seconds(r) for r in runs]
         for key, label in spec["report"]:
             table.append(
                 {
@@ -335,7 +293,7 @@ def main():
                     "seeds": row_seeds.get(name, seeds),
                     "scored_by": "dominant label" if spec.get("dominant") else "Hungarian",
                     "commands": commands,
-                    "wall_s_per_run": _stats(walls),
+                    "wall_s_per_run": seed_stats(walls),
                     "wall_s_phases_per_seed": [r.get("wall_s") for r in runs],
                     **row_metrics(key, runs),
                 }

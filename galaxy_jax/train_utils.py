@@ -1,5 +1,5 @@
 """Small pieces every training loop here shares: batch order, workdir checks, the non-finite
-guard, results.json."""
+guard, the checkpoint-or-stop end of a step, results.json."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from galaxy_jax import io
+from galaxy_jax import io, preemption
 from galaxy_jax.errors import UserError
 
 
@@ -179,3 +179,18 @@ def write_results(workdir: str, config, **fields) -> dict:
     }
     io.atomic_write_json(os.path.join(workdir, "results.json"), results)
     return results
+
+
+def checkpoint_or_stop(step, total, state, *, every, ckpt, guard, hist_path, history, name):
+    """The end of one training step: every `every` steps, at the last step, or when preemption
+    was requested, check the loss guard and save the history then the checkpoint (history
+    first: a kill between the two leaves it ahead of the checkpoint, never behind); on a
+    preemption request, close the checkpointer and raise `preemption.Preempted`."""
+    stop = preemption.requested()
+    if step % every == 0 or step == total or stop:
+        guard.check(step)
+        io.atomic_write_json(hist_path, history)
+        ckpt.save(step, state, wait=stop or step == total)
+    if stop:
+        ckpt.close()
+        raise preemption.Preempted(f"{name} stopped at step {step}; checkpoint saved")

@@ -34,7 +34,7 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from galaxy_jax import io, preemption, ssl, weights
+from galaxy_jax import ssl, weights
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.xception import MIN_SIZE
@@ -42,6 +42,7 @@ from galaxy_jax.train_utils import (
     BatchSampler,
     FiniteGuard,
     check_run_config,
+    checkpoint_or_stop,
     prepare_workdir,
     write_results,
 )
@@ -118,14 +119,17 @@ def _fit(config, state, step_fn, batch_fn, ckpt):
             history["loss"].append([step, float(m["loss"])])
             history["top1"].append([step, float(m["top1"])])
             bar.set_postfix(loss=f"{float(m['loss']):.4g}", top1=f"{float(m['top1']):.2f}")
-        stop = preemption.requested()
-        if step % config.checkpoint_every == 0 or step == total or stop:
-            guard.check(step)
-            io.atomic_write_json(hist_path, history)
-            ckpt.save(step, state, wait=stop or step == total)
-        if stop:
-            ckpt.close()
-            raise preemption.Preempted(f"ssl stopped at step {step}; checkpoint saved")
+        checkpoint_or_stop(
+            step,
+            total,
+            state,
+            every=config.checkpoint_every,
+            ckpt=ckpt,
+            guard=guard,
+            hist_path=hist_path,
+            history=history,
+            name="ssl",
+        )
     bar.close()
     return state, history
 

@@ -46,7 +46,7 @@ from jax.sharding import PartitionSpec as P
 from sklearn import metrics as skm
 from tqdm.auto import tqdm
 
-from galaxy_jax import io, parallel, preemption, weights
+from galaxy_jax import io, parallel, weights
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.preprocess import augment, preprocess
 from galaxy_jax.errors import UserError
@@ -56,6 +56,7 @@ from galaxy_jax.train_utils import (
     BatchSampler,
     FiniteGuard,
     check_run_config,
+    checkpoint_or_stop,
     prepare_workdir,
     write_results,
 )
@@ -274,14 +275,17 @@ def _fit(config, state, step_fn, batch_fn, ckpt, eval_fn=None):
             bar.set_postfix(loss=f"{history['train_loss'][-1][1]:.4g}")
         if eval_fn is not None and config.eval_every and step % config.eval_every == 0:
             history["val_accuracy"].append([step, eval_fn(state)["accuracy"]])
-        stop = preemption.requested()
-        if step % config.checkpoint_every == 0 or step == total or stop:
-            guard.check(step)
-            io.atomic_write_json(hist_path, history)
-            ckpt.save(step, state, wait=stop or step == total)
-        if stop:
-            ckpt.close()
-            raise preemption.Preempted(f"{config.mode} stopped at step {step}; checkpoint saved")
+        checkpoint_or_stop(
+            step,
+            total,
+            state,
+            every=config.checkpoint_every,
+            ckpt=ckpt,
+            guard=guard,
+            hist_path=hist_path,
+            history=history,
+            name=config.mode,
+        )
     bar.close()
     return state, history
 
