@@ -12,7 +12,11 @@ it never shares a process, or a virtual environment, with JAX. Set it up once:
 Run (serialised with other timed runs on the machine by the lock):
   flock /tmp/galaxy_bench.lock python bench/xception_throughput.py \
       --tf_python=/work/tfvenv/bin/python
-Writes bench/results/xception_throughput.json. Not a test; never run by pytest.
+Writes bench/results/xception_throughput.json. With `--host_devices=2` the CPU is split into two
+XLA devices, one single-threaded stream per core, and the batch is sharded over them as `extract`
+shards it over local devices (bench/results/xception_throughput_2dev.json, with --out). The
+fraction-of-peak columns divide by XLA's own float32 matmul rate on the machine, measured in the
+same run (the best of 15 2048x2048 products per device). Not a test; never run by pytest.
 """
 
 from __future__ import annotations
@@ -56,20 +60,29 @@ for line in sys.stdin:
 def flax_runner(size: int, batch: int, micro_batch: int):
     import jax
     import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
 
     from galaxy_jax.models import xception
-    from galaxy_jax.modes.extract import pooled_features
+    from galaxy_jax.modes.extract import data_mesh, pooled_features
 
     model = xception.Xception()
-    variables = jax.device_put(xception.init_variables(model))
+    mesh = data_mesh()  # every local device (one per core with --host_devices)
+    variables = jax.device_put(xception.init_variables(model), NamedSharding(mesh, P()))
     # What `extract` runs per batch (minus uint8 decoding and resizing, which Keras lacks too).
-    fn = jax.jit(lambda v, x: pooled_features(model, v, x, micro_batch=micro_batch))
-    x = jnp.asarray(
-        np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32)
+    fn = jax.jit(
+        lambda v, x: pooled_features(
+            model, v, x, micro_batch=micro_batch, num_shards=mesh.devices.size
+        ),
+        out_shardings=NamedSharding(mesh, P("data")),
+    )
+    x = jax.device_put(
+        np.random.default_rng(0).uniform(-1, 1, (batch, size, size, 3)).astype(np.float32),
+        NamedSharding(mesh, P("data")),
     )
     # XLA's count for one image of the plain graph (a lax.map body would be counted once).
     one = jax.jit(lambda v, x: model.apply(v, x)[1]["pooled"])
-    flops = one.lower(variables, x[:1]).cost_analysis()["flops"]
+    flops = one.lower(variables, jnp.zeros((1, size, size, 3))).cost_analysis()["flops"]
     fn(variables, x).block_until_ready()  # compile and warm up
 
     def run() -> float:
@@ -78,6 +91,35 @@ def flax_runner(size: int, batch: int, micro_batch: int):
         return time.perf_counter() - t
 
     return run, flops
+
+
+def matmul_gflops(runs: int = 15, n: int = 2048) -> float:
+    """The machine's float32 matmul peak as XLA reaches it: the best GFLOP/s over `runs` of one
+    [n, n] @ [n, n] product per local device, all devices at once (the best, not the median: a
+    peak; background load only lowers it)."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from galaxy_jax.modes.extract import data_mesh
+
+    mesh = data_mesh()
+    d = mesh.devices.size
+    a = jax.device_put(jnp.ones((d, n, n), jnp.float32), NamedSharding(mesh, P("data")))
+    f = jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a))
+    f(a).block_until_ready()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        ts.append(time.perf_counter() - t)
+    return 2.0 * d * n**3 / min(ts) / 1e9
+
+
+def host_device_flags(n: int) -> list[str]:
+    """XLA flags that make the CPU n devices whose operations each run on one thread."""
+    return [f"--xla_force_host_platform_device_count={n}", "--xla_cpu_multi_thread_eigen=false"]
 
 
 def main():
@@ -94,19 +136,33 @@ def main():
     p.add_argument(
         "--peak_gflops",
         type=float,
-        default=400.0,
-        help="the machine's float32 matmul peak, for the fraction-of-peak column",
+        default=0.0,
+        help="the machine's float32 matmul peak, for the fraction-of-peak column; 0 measures it\n"
+        "(XLA's 2048x2048 product per device, all devices at once)",
+    )
+    p.add_argument(
+        "--host_devices",
+        type=int,
+        default=1,
+        help="split the CPU into this many XLA devices, one single-threaded stream each, the\n"
+        "batch sharded over them as `extract` does (sets XLA_FLAGS before JAX starts)",
     )
     p.add_argument("--tf_python", default=os.environ.get("TF_PYTHON", "/work/tfvenv/bin/python"))
     p.add_argument(
         "--out", default=os.path.join(REPO, "bench", "results", "xception_throughput.json")
     )
     args = p.parse_args()
+    if args.host_devices > 1:
+        os.environ["XLA_FLAGS"] = " ".join(
+            [os.environ.get("XLA_FLAGS", ""), *host_device_flags(args.host_devices)]
+        ).strip()
 
     import jax
 
     from galaxy_jax.io import atomic_write_json
 
+    peak = args.peak_gflops or matmul_gflops()
+    print(f"float32 matmul: {peak:.0f} GFLOP/s over {jax.local_device_count()} device(s)")
     tf = TFWorker(args.tf_python, _TF_WORKER)
     results = []
     for size in map(int, args.sizes.split(",")):
@@ -120,6 +176,7 @@ def main():
             "size": size,
             "batch": args.batch,
             "flax_micro_batch": args.micro_batch,
+            "flax_devices": jax.local_device_count(),
             "runs": args.runs,
             "gflop_per_image": round(flops / 1e9, 3),
         }
@@ -127,7 +184,7 @@ def main():
             ips = args.batch / float(np.median(ts))
             row[name] = {
                 "images_per_s": round(ips, 2),
-                "fraction_of_peak": round(ips * flops / 1e9 / args.peak_gflops, 3),
+                "fraction_of_peak": round(ips * flops / 1e9 / peak, 3),
                 "seconds_per_batch": [round(t, 4) for t in ts],
             }
         row["ratio_flax_over_keras_tf"] = round(
@@ -135,7 +192,8 @@ def main():
         )
         results.append(row)
         print(
-            f"{size}x{size} batch {args.batch}: Flax {row['flax']['images_per_s']:.2f} img/s "
+            f"{size}x{size} batch {args.batch}: Flax ({row['flax_devices']} device(s)) "
+            f"{row['flax']['images_per_s']:.2f} img/s "
             f"({row['flax']['fraction_of_peak']:.0%} of peak), Keras-TF "
             f"{row['keras_tf']['images_per_s']:.2f} img/s "
             f"({row['keras_tf']['fraction_of_peak']:.0%}), ratio "
@@ -147,7 +205,8 @@ def main():
         args.out,
         {
             "results": results,
-            "peak_gflops_assumed": args.peak_gflops,
+            "peak_gflops": round(peak, 1),
+            "peak_gflops_measured": not args.peak_gflops,
             "machine": machine(),
             "versions": {"jax": jax.__version__, **tf.info},
             "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -54,6 +54,26 @@ def test_depthwise_matches_grouped_convolution(h, w):
     np.testing.assert_allclose(xception.depthwise3x3(x, k), oracle, atol=1e-5)
 
 
+@pytest.mark.parametrize("stride, h, w", [(1, 7, 7), (1, 6, 9), (2, 9, 9), (2, 10, 7)])
+def test_stem_convolution_matches_valid_convolution(stride, h, w):
+    kx, kk = jax.random.split(jax.random.key(3))
+    x = jax.random.normal(kx, (2, h, w, 3))
+    k = jax.random.normal(kk, (3, 3, 3, 4))
+    oracle = lax.conv_general_dilated(
+        x, k, (stride, stride), "VALID", dimension_numbers=("NHWC", "HWIO", "NHWC")
+    )
+    got = xception.conv3x3_valid(x, k, stride)
+    assert got.shape == oracle.shape
+    np.testing.assert_allclose(got, oracle, atol=1e-5)
+
+
+def test_global_average_pool_is_the_mean():
+    x = jax.random.normal(jax.random.key(4), (2, 3, 5, 7)).astype(jnp.bfloat16)
+    got = xception.global_average_pool(x)
+    assert got.dtype == jnp.float32
+    np.testing.assert_allclose(got, jnp.mean(x.astype(jnp.float32), axis=(1, 2)), atol=1e-6)
+
+
 @pytest.mark.parametrize("size", [9, 10])
 def test_strided_residual_matches_same_convolution(size):
     kx, kk = jax.random.split(jax.random.key(1))
