@@ -45,6 +45,30 @@ class TFWorker:
         self.proc.wait()
 
 
+def matmul_gflops(size: int = 2048, runs: int = 10, statistic=np.median) -> float:
+    """float32 GFLOP/s of one jitted [size, size] @ [size, size] product per local device, all
+    devices at once (one device: a plain matmul). `statistic` of the run times: the median is the
+    rate attainable right now, the min (the best run) the machine's peak as XLA reaches it."""
+    import jax
+    import jax.numpy as jnp
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from galaxy_jax.modes.extract import data_mesh
+
+    mesh = data_mesh()
+    d = mesh.devices.size
+    a = jax.device_put(jnp.ones((d, size, size), jnp.float32), NamedSharding(mesh, P("data")))
+    f = jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a))
+    f(a).block_until_ready()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f(a).block_until_ready()
+        ts.append(time.perf_counter() - t)
+    return 2.0 * d * size**3 / float(statistic(ts)) / 1e9
+
+
 def loadavg() -> list[float]:
     """The 1-, 5- and 15-minute load averages: how much else ran on the machine."""
     return [round(v, 2) for v in os.getloadavg()]

@@ -31,7 +31,7 @@ import sys
 import time
 
 import numpy as np
-from _common import TFWorker, loadavg, machine  # bench/_common.py
+from _common import TFWorker, loadavg, machine, matmul_gflops  # bench/_common.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -123,22 +123,6 @@ def flax_runner(dims, batch: int, n: int):
 
     first = run(1)
     return run, first, flops
-
-
-def matmul_gflops(size: int = 2048, runs: int = 10) -> float:
-    """Median float32 rate of a size^3 jitted matmul: the attainable rate right now."""
-    import jax
-    import jax.numpy as jnp
-
-    a = jnp.ones((size, size), jnp.float32)
-    f = jax.jit(lambda a: a @ a)
-    f(a).block_until_ready()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        ts.append(time.perf_counter() - t)
-    return 2 * size**3 / float(np.median(ts)) / 1e9
 
 
 def main():

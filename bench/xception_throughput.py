@@ -27,7 +27,7 @@ import sys
 import time
 
 import numpy as np
-from _common import TFWorker, machine  # bench/_common.py
+from _common import TFWorker, machine, matmul_gflops  # bench/_common.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -93,30 +93,6 @@ def flax_runner(size: int, batch: int, micro_batch: int):
     return run, flops
 
 
-def matmul_gflops(runs: int = 15, n: int = 2048) -> float:
-    """The machine's float32 matmul peak as XLA reaches it: the best GFLOP/s over `runs` of one
-    [n, n] @ [n, n] product per local device, all devices at once (the best, not the median: a
-    peak; background load only lowers it)."""
-    import jax
-    import jax.numpy as jnp
-    from jax.sharding import NamedSharding
-    from jax.sharding import PartitionSpec as P
-
-    from galaxy_jax.modes.extract import data_mesh
-
-    mesh = data_mesh()
-    d = mesh.devices.size
-    a = jax.device_put(jnp.ones((d, n, n), jnp.float32), NamedSharding(mesh, P("data")))
-    f = jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a))
-    f(a).block_until_ready()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        ts.append(time.perf_counter() - t)
-    return 2.0 * d * n**3 / min(ts) / 1e9
-
-
 def host_device_flags(n: int) -> list[str]:
     """XLA flags that make the CPU n devices whose operations each run on one thread."""
     return [f"--xla_force_host_platform_device_count={n}", "--xla_cpu_multi_thread_eigen=false"]
@@ -161,7 +137,7 @@ def main():
 
     from galaxy_jax.io import atomic_write_json
 
-    peak = args.peak_gflops or matmul_gflops()
+    peak = args.peak_gflops or matmul_gflops(runs=15, statistic=min)  # best run: a peak
     print(f"float32 matmul: {peak:.0f} GFLOP/s over {jax.local_device_count()} device(s)")
     tf = TFWorker(args.tf_python, _TF_WORKER)
     results = []
