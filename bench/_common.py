@@ -69,6 +69,24 @@ def matmul_gflops(size: int = 2048, runs: int = 10, statistic=np.median) -> floa
     return 2.0 * d * size**3 / float(statistic(ts)) / 1e9
 
 
+def stream_gbps(mib: int, runs: int = 15) -> float:
+    """GB/s read + written by XLA's `x * a + b` over a float32 array of `mib` MiB on one device
+    (median of `runs`): above the last-level cache this is the DRAM bandwidth a memory-bound
+    operation gets, below it the cache's."""
+    import jax
+    import jax.numpy as jnp
+
+    x = jax.device_put(jnp.ones((mib << 18,), jnp.float32), jax.devices()[0])
+    f = jax.jit(lambda x: x * 1.0001 + 1.0)
+    f(x).block_until_ready()
+    ts = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        f(x).block_until_ready()
+        ts.append(time.perf_counter() - t)
+    return 2.0 * x.nbytes / float(np.median(ts)) / 1e9
+
+
 def loadavg() -> list[float]:
     """The 1-, 5- and 15-minute load averages: how much else ran on the machine."""
     return [round(v, 2) for v in os.getloadavg()]

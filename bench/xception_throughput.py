@@ -16,7 +16,10 @@ Writes bench/results/xception_throughput.json. With `--host_devices=2` the CPU i
 XLA devices, one single-threaded stream per core, and the batch is sharded over them as `extract`
 shards it over local devices (bench/results/xception_throughput_2dev.json, with --out). The
 fraction-of-peak columns divide by XLA's own float32 matmul rate on the machine, measured in the
-same run (the best of 15 2048x2048 products per device). Not a test; never run by pytest.
+same run (the best of 15 2048x2048 products per device). It also records the GB/s of an
+elementwise pass over 8 and 64 MiB arrays (in cache, and beyond it), and Flax runs each batch in
+`extract`'s CPU steps (`extract.cpu_micro_batches`; `--micro_batch N` for N images per step).
+Not a test; never run by pytest.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import sys
 import time
 
 import numpy as np
-from _common import TFWorker, machine, matmul_gflops  # bench/_common.py
+from _common import TFWorker, machine, matmul_gflops, stream_gbps  # bench/_common.py
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -57,16 +60,18 @@ for line in sys.stdin:
 """
 
 
-def flax_runner(size: int, batch: int, micro_batch: int):
+def flax_runner(size: int, batch: int, micro_batch):
     import jax
     import jax.numpy as jnp
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
     from galaxy_jax.models import xception
-    from galaxy_jax.modes.extract import data_mesh, pooled_features
+    from galaxy_jax.modes.extract import cpu_micro_batches, data_mesh, pooled_features
 
     model = xception.Xception()
+    if micro_batch < 0:  # extract's CPU default
+        micro_batch = cpu_micro_batches(model, size)
     mesh = data_mesh()  # every local device (one per core with --host_devices)
     variables = jax.device_put(xception.init_variables(model), NamedSharding(mesh, P()))
     # What `extract` runs per batch (minus uint8 decoding and resizing, which Keras lacks too).
@@ -90,7 +95,7 @@ def flax_runner(size: int, batch: int, micro_batch: int):
         fn(variables, x).block_until_ready()
         return time.perf_counter() - t
 
-    return run, flops
+    return run, flops, micro_batch
 
 
 def host_device_flags(n: int) -> list[str]:
@@ -106,8 +111,9 @@ def main():
     p.add_argument(
         "--micro_batch",
         type=int,
-        default=4,
-        help="Flax images per network pass (extract's CPU default)",
+        default=-1,
+        help="Flax images per device per network pass; -1: extract's CPU default\n"
+        "(extract.cpu_micro_batches: fewer for the stem and blocks 2-3 than for the rest)",
     )
     p.add_argument(
         "--peak_gflops",
@@ -139,10 +145,13 @@ def main():
 
     peak = args.peak_gflops or matmul_gflops(runs=15, statistic=min)  # best run: a peak
     print(f"float32 matmul: {peak:.0f} GFLOP/s over {jax.local_device_count()} device(s)")
+    # Why small steps pay on a CPU: memory-bound operations on arrays beyond the cache.
+    memory = {f"{mib}_mib": round(stream_gbps(mib), 1) for mib in (8, 64)}
+    print(f"elementwise read+write, GB/s by array size (one device): {memory}")
     tf = TFWorker(args.tf_python, _TF_WORKER)
     results = []
     for size in map(int, args.sizes.split(",")):
-        run_flax, flops = flax_runner(size, args.batch, args.micro_batch)
+        run_flax, flops, micro_batch = flax_runner(size, args.batch, args.micro_batch)
         tf.request(size=size, batch=args.batch)  # build and warm up outside the timed loop
         t_flax, t_tf = [], []
         for _ in range(args.runs):  # interleaved: both see the same background load
@@ -151,7 +160,7 @@ def main():
         row = {
             "size": size,
             "batch": args.batch,
-            "flax_micro_batch": args.micro_batch,
+            "flax_micro_batch": micro_batch,
             "flax_devices": jax.local_device_count(),
             "runs": args.runs,
             "gflop_per_image": round(flops / 1e9, 3),
@@ -183,6 +192,7 @@ def main():
             "results": results,
             "peak_gflops": round(peak, 1),
             "peak_gflops_measured": not args.peak_gflops,
+            "elementwise_gbps": memory,
             "machine": machine(),
             "versions": {"jax": jax.__version__, **tf.info},
             "xla_flags": os.environ.get("XLA_FLAGS", ""),

@@ -40,8 +40,9 @@ def get_config(arg=None):
     c.tta = False  # average the features of the 8 rotations/flips of each galaxy
     c.dtype = "float32"  # float32 | bfloat16 (accelerators; CPU bfloat16 is slow)
     c.shard_size = 2048  # images per resumable shard under workdir/feature_shards/
-    # Images per device per network pass within a batch; -1 = auto (4 on CPU, where cache-sized
-    # steps save ~15-20% of the time, the whole batch on accelerators); 0 = the whole batch.
+    # Images per device per network pass within a batch; -1 = auto: on CPU cache-sized steps,
+    # fewer images for the large early feature maps than for the rest (extract.cpu_micro_batches:
+    # 1 then 2 at 299 px, 2 then 8 at 128), the whole batch on accelerators; 0 = the whole batch.
     c.micro_batch = -1
 
     if arg == "smoke":

@@ -42,14 +42,14 @@ def test_four_devices_equal_one_and_compile_once(tmp_path):
         src = source_lib.from_arrays(
             np.random.default_rng(0).integers(0, 256, (7, 80, 80, 3), dtype=np.uint8))
         out = {}
-        for n_dev, micro in ((4, 0), (1, 0), (4, 1)):
+        for n_dev, micro in ((4, 0), (1, 0), (4, (1, 2))):  # (1, 2): entry, rest per step
             f, fn = extract.extract_features(
                 src, v, image_size=71, crop_size=76, batch_size=5, micro_batch=micro,
                 mesh=extract.data_mesh(jax.devices()[:n_dev]), progress=False)
             out[n_dev, micro] = f
             # Batch 5 -> 8 on 4 devices: a batch of 8 (last 1 padded); one compilation.
             assert fn._cache_size() == 1, fn._cache_size()
-        np.savez(sys.argv[1], four=out[4, 0], one=out[1, 0], four_micro=out[4, 1])
+        np.savez(sys.argv[1], four=out[4, 0], one=out[1, 0], four_micro=out[4, (1, 2)])
         """
     )
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4")
@@ -64,6 +64,32 @@ def test_four_devices_equal_one_and_compile_once(tmp_path):
         assert np.abs(z["one"]).max() > 0
         np.testing.assert_allclose(z["four"], z["one"], rtol=1e-5, atol=1e-6)
         np.testing.assert_allclose(z["four_micro"], z["one"], rtol=1e-5, atol=1e-6)
+
+
+def test_micro_batches_give_the_features_of_one_pass():
+    model = xception.Xception(width=0.125, middle_blocks=1)
+    v = xception.init_variables(model, seed=1)
+    x = np.random.default_rng(1).uniform(-1, 1, (6, 75, 75, 3)).astype(np.float32)
+    whole = extract.pooled_features(model, v, x)
+    assert whole.shape == (6, model.feature_dim)
+    for micro in (1, 4, (1, 3), (2, 6), (3, 1)):  # 4 -> 3: the largest divisor of 6 below it
+        np.testing.assert_allclose(
+            extract.pooled_features(model, v, x, micro_batch=micro), whole, rtol=1e-5, atol=1e-6
+        )
+    # Two shards of 3 rows: each step takes rows of both, and the order is kept.
+    np.testing.assert_allclose(
+        extract.pooled_features(model, v, x, micro_batch=(1, 3), num_shards=2), whole, atol=1e-6
+    )
+
+
+def test_cpu_micro_batches_follow_the_feature_map_sizes():
+    full = xception.Xception()
+    assert extract.cpu_micro_batches(full, 299) == (1, 2)
+    assert extract.cpu_micro_batches(full, 224) == (1, 4)
+    assert extract.cpu_micro_batches(full, 128) == (2, 14)
+    # Narrower channels and bfloat16 halve the bytes per image: more images per step.
+    assert extract.cpu_micro_batches(xception.Xception(dtype="bfloat16"), 128) == (4, 28)
+    assert extract.cpu_micro_batches(xception.Xception(width=0.25), 299) == (1, 9)
 
 
 def test_resume_reuses_shards_and_rejects_foreign_ones(variables, tmp_path):

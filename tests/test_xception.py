@@ -87,11 +87,33 @@ def test_strided_residual_matches_same_convolution(size):
     np.testing.assert_allclose(got, oracle, atol=1e-5)
 
 
-@pytest.mark.parametrize("size", [9, 10])
-def test_max_pool_matches_reduce_window_same(size):
-    x = jax.random.normal(jax.random.key(2), (1, size, size, 3))
-    oracle = lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")
-    np.testing.assert_allclose(xception.max_pool3x3_s2(x), oracle)
+@pytest.mark.parametrize("h, w", [(9, 9), (10, 10), (147, 147), (1, 1), (2, 5), (6, 9)])
+def test_max_pool_matches_reduce_window_same(h, w):
+    x = jax.random.normal(jax.random.key(2), (2, h, w, 3))
+
+    def oracle(x):
+        return lax.reduce_window(x, -jnp.inf, lax.max, (1, 3, 3, 1), (1, 2, 2, 1), "SAME")
+
+    np.testing.assert_array_equal(xception.max_pool3x3_s2(x), oracle(x))  # max is exact
+    # Training differentiates through it: the same gradient (no ties in random normals).
+    grad = lambda pool: jax.grad(lambda x: jnp.sum(pool(x) ** 2))(x)  # noqa: E731
+    np.testing.assert_allclose(grad(xception.max_pool3x3_s2), grad(oracle), atol=1e-6)
+
+
+def test_entry_then_rest_is_the_whole_network(variables):
+    x = jax.random.uniform(jax.random.key(5), (2, 75, 80, 3), minval=-1, maxval=1)
+    apply = jax.jit(Xception(include_top=True).apply, static_argnames="stage")
+    top = xception.init_variables(Xception(include_top=True))
+    logits, out = apply(top, x)
+    none, entry = apply(top, x, stage="entry")
+    assert none is None and "block4" not in entry and "pooled" not in entry
+    np.testing.assert_array_equal(entry["block3"], out["block3"])
+    logits_rest, rest = apply(top, entry["block3"], stage="rest")
+    assert "stem" not in rest and "block3" not in rest
+    np.testing.assert_allclose(rest["pooled"], out["pooled"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(logits_rest, logits, rtol=1e-6, atol=1e-6)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        Xception().apply(variables, x, stage="middle")
 
 
 def test_traces_once_per_input_shape(variables):
