@@ -59,13 +59,7 @@ def matmul_gflops(size: int = 2048, runs: int = 10, statistic=np.median) -> floa
     mesh = data_mesh()
     d = mesh.devices.size
     a = jax.device_put(jnp.ones((d, size, size), jnp.float32), NamedSharding(mesh, P("data")))
-    f = jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a))
-    f(a).block_until_ready()
-    ts = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        f(a).block_until_ready()
-        ts.append(time.perf_counter() - t)
+    ts = _call_times(jax.jit(lambda a: jnp.einsum("dij,djk->dik", a, a)), a, runs)
     return 2.0 * d * size**3 / float(statistic(ts)) / 1e9
 
 
@@ -77,14 +71,19 @@ def stream_gbps(mib: int, runs: int = 15) -> float:
     import jax.numpy as jnp
 
     x = jax.device_put(jnp.ones((mib << 18,), jnp.float32), jax.devices()[0])
-    f = jax.jit(lambda x: x * 1.0001 + 1.0)
+    ts = _call_times(jax.jit(lambda x: x * 1.0001 + 1.0), x, runs)
+    return 2.0 * x.nbytes / float(np.median(ts)) / 1e9
+
+
+def _call_times(f, x, runs: int) -> list[float]:
+    """Seconds of each of `runs` calls f(x), after one untimed call (compile, warm up)."""
     f(x).block_until_ready()
     ts = []
     for _ in range(runs):
         t = time.perf_counter()
         f(x).block_until_ready()
         ts.append(time.perf_counter() - t)
-    return 2.0 * x.nbytes / float(np.median(ts)) / 1e9
+    return ts
 
 
 def loadavg() -> list[float]:
