@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from galaxy_jax import io, modes, preemption
+from galaxy_jax import io, modes, parallel, preemption
 from galaxy_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -64,18 +64,20 @@ def main(argv):
     if not FLAGS["verbosity"].present:  # Orbax logs every save at INFO; keep the console readable
         logging.set_verbosity(logging.WARNING)
     preemption.install()
-    _init_distributed()
-    import jax
-
-    logging.info(
-        "JAX %s, backend %s, process %d of %d, devices %s",
-        jax.__version__,
-        jax.default_backend(),
-        jax.process_index(),
-        jax.process_count(),
-        jax.devices(),
-    )
     try:
+        if "host_devices" in FLAGS.config:  # CPU only; before JAX starts its backends
+            parallel.use_host_devices(FLAGS.config.host_devices)
+        _init_distributed()
+        import jax
+
+        logging.info(
+            "JAX %s, backend %s, process %d of %d, devices %s",
+            jax.__version__,
+            jax.default_backend(),
+            jax.process_index(),
+            jax.process_count(),
+            jax.devices(),
+        )
         run(FLAGS.config, FLAGS.workdir)
     except UserError as e:  # a problem the user can fix: one clear line, no traceback
         print(f"error: {e}", file=sys.stderr)

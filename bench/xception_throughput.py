@@ -12,9 +12,9 @@ it never shares a process, or a virtual environment, with JAX. Set it up once:
 Run (serialised with other timed runs on the machine by the lock):
   flock /tmp/galaxy_bench.lock python bench/xception_throughput.py \
       --tf_python=/work/tfvenv/bin/python
-Writes bench/results/xception_throughput.json. With `--host_devices=2` the CPU is split into two
-XLA devices, one single-threaded stream per core, and the batch is sharded over them as `extract`
-shards it over local devices (bench/results/xception_throughput_2dev.json, with --out). The
+Writes bench/results/xception_throughput.json. Like `extract` by default, it splits the CPU into
+one XLA device per core and shards the batch over them (`--host_devices=1`: one device on all
+cores, bench/results/xception_throughput_1dev.json with --out). The
 fraction-of-peak columns divide by XLA's own float32 matmul rate on the machine, measured in the
 same run (the best of 15 2048x2048 products per device). It also records the GB/s of an
 elementwise pass over 8 and 64 MiB arrays (in cache, and beyond it), and Flax runs each batch in
@@ -70,7 +70,7 @@ def flax_runner(size: int, batch: int, micro_batch):
     from galaxy_jax.modes.extract import cpu_micro_batches, data_mesh, pooled_features
 
     model = xception.Xception()
-    if micro_batch < 0:  # extract's CPU default
+    if isinstance(micro_batch, int) and micro_batch < 0:  # extract's CPU default
         micro_batch = cpu_micro_batches(model, size)
     mesh = data_mesh()  # every local device (one per core with --host_devices)
     variables = jax.device_put(xception.init_variables(model), NamedSharding(mesh, P()))
@@ -98,11 +98,6 @@ def flax_runner(size: int, batch: int, micro_batch):
     return run, flops, micro_batch
 
 
-def host_device_flags(n: int) -> list[str]:
-    """XLA flags that make the CPU n devices whose operations each run on one thread."""
-    return [f"--xla_force_host_platform_device_count={n}", "--xla_cpu_multi_thread_eigen=false"]
-
-
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--sizes", default="299,128")
@@ -125,21 +120,20 @@ def main():
     p.add_argument(
         "--host_devices",
         type=int,
-        default=1,
-        help="split the CPU into this many XLA devices, one single-threaded stream each, the\n"
-        "batch sharded over them as `extract` does (sets XLA_FLAGS before JAX starts)",
+        default=-1,
+        help="split the CPU into this many XLA devices, the batch sharded over them, as\n"
+        "`extract`'s config.host_devices does (-1, its default: one per core; 1: one device)",
     )
     p.add_argument("--tf_python", default=os.environ.get("TF_PYTHON", "/work/tfvenv/bin/python"))
     p.add_argument(
         "--out", default=os.path.join(REPO, "bench", "results", "xception_throughput.json")
     )
     args = p.parse_args()
-    if args.host_devices > 1:
-        os.environ["XLA_FLAGS"] = " ".join(
-            [os.environ.get("XLA_FLAGS", ""), *host_device_flags(args.host_devices)]
-        ).strip()
-
     import jax
+
+    from galaxy_jax.parallel import use_host_devices
+
+    use_host_devices(args.host_devices)
 
     from galaxy_jax.io import atomic_write_json
 

@@ -18,6 +18,7 @@ Single process, single device is the same code with a mesh of one. Multi-process
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import numpy as np
@@ -38,6 +39,33 @@ def replicated() -> NamedSharding:
 
 def sharded() -> NamedSharding:
     return NamedSharding(mesh(), P("data"))
+
+
+def host_device_count(requested: int, xla_flags: str = "") -> int | None:
+    """How many XLA devices to make of the CPU for `requested` (-1: one per core this process
+    may use), or None to leave JAX's default (one device on every core): for 1, and when
+    XLA_FLAGS already sets --xla_force_host_platform_device_count (the user's choice wins)."""
+    if "xla_force_host_platform_device_count" in xla_flags:
+        return None
+    if requested == -1:
+        requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        requested = requested or os.cpu_count() or 1
+    if requested < 1:
+        raise UserError(f"config.host_devices must be -1 (one per core) or >= 1, got {requested}")
+    return None if requested == 1 else requested
+
+
+def use_host_devices(requested: int) -> int | None:
+    """Splits the CPU backend into `host_device_count(requested)` devices, before JAX starts.
+
+    Each is a stream of its own (data-parallel work is sharded over them like over GPUs); on a
+    2-core CPU that makes Xception extraction 4-21% faster at 299 px than one device using both
+    cores (README, "Xception features"). Accelerators are untouched. Must run before any JAX
+    computation: main.py calls it first thing for configs with a `host_devices` field."""
+    n = host_device_count(requested, os.environ.get("XLA_FLAGS", ""))
+    if n is not None:
+        jax.config.update("jax_num_cpu_devices", n)
+    return n
 
 
 def device_count() -> int:

@@ -153,6 +153,34 @@ def test_extract_mode_writes_outputs_and_skips_a_rerun(tmp_path):
     assert not np.allclose(again, features)
 
 
+def test_main_splits_the_cpu_into_host_devices(tmp_path):
+    """configs/extract.py's host_devices (default -1: one per core) reaches JAX before it starts,
+    and the features do not depend on it."""
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    wd = str(tmp_path / "three")
+    flags = ["--config=configs/extract.py:smoke", "--config.host_devices=3", f"--workdir={wd}"]
+    r = subprocess.run(
+        [sys.executable, "main.py", *flags], cwd=REPO, env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr[-3000:]
+    with open(os.path.join(wd, "features_meta.json")) as f:
+        assert json.load(f)["num_devices"] == 3
+    one = extract.run_extract(extract_config.get_config("smoke"), str(tmp_path / "here"))
+    np.testing.assert_allclose(np.load(os.path.join(wd, "features.npy")), one, atol=1e-5)
+
+
+def test_host_device_count():
+    from galaxy_jax.parallel import host_device_count
+
+    cores = len(os.sched_getaffinity(0))
+    assert host_device_count(-1) == (cores if cores > 1 else None)
+    assert host_device_count(1) is None  # JAX's default: one device on every core
+    assert host_device_count(3) == 3
+    assert host_device_count(3, "--xla_force_host_platform_device_count=4") is None
+    with pytest.raises(UserError, match="host_devices must be -1"):
+        host_device_count(0)
+
+
 # ------------------------------------------------------------------------------------ pixels
 
 
