@@ -14,11 +14,11 @@ Run (serialised with other timed runs on the machine by the lock):
       --tf_python=/work/tfvenv/bin/python
 Writes bench/results/xception_throughput.json. Like `extract` by default, it splits the CPU into
 one XLA device per core and shards the batch over them (`--host_devices=1`: one device on all
-cores, bench/results/xception_throughput_1dev.json with --out). The
-fraction-of-peak columns divide by XLA's own float32 matmul rate on the machine, measured in the
-same run (the best of 15 2048x2048 products per device). It also records the GB/s of an
-elementwise pass over 8 and 64 MiB arrays (in cache, and beyond it), and Flax runs each batch in
-`extract`'s CPU steps (`extract.cpu_micro_batches`; `--micro_batch N` for N images per step).
+cores, bench/results/xception_throughput_1dev.json with --out). The fraction-of-peak columns
+divide by XLA's own float32 matmul rate on the machine, measured in the same run (the best of
+15 2048x2048 products per device). It also records the GB/s of an elementwise pass over 8 and
+64 MiB arrays (in cache, and beyond it), and Flax runs each batch in `extract`'s CPU steps
+(`extract.cpu_micro_batches`; `--micro_batch N` for N images per step).
 Not a test; never run by pytest.
 """
 

@@ -48,14 +48,14 @@ def host_device_count(requested: int, xla_flags: str = "") -> int | None:
     if "xla_force_host_platform_device_count" in xla_flags:
         return None
     if requested == -1:
-        requested = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-        requested = requested or os.cpu_count() or 1
+        affinity = getattr(os, "sched_getaffinity", None)  # Linux: the cores this process may use
+        requested = len(affinity(0)) if affinity else os.cpu_count() or 1
     if requested < 1:
         raise UserError(f"config.host_devices must be -1 (one per core) or >= 1, got {requested}")
     return None if requested == 1 else requested
 
 
-def use_host_devices(requested: int) -> int | None:
+def use_host_devices(requested: int) -> None:
     """Splits the CPU backend into `host_device_count(requested)` devices, before JAX starts.
 
     Each is a stream of its own (data-parallel work is sharded over them like over GPUs); on a
@@ -65,7 +65,6 @@ def use_host_devices(requested: int) -> int | None:
     n = host_device_count(requested, os.environ.get("XLA_FLAGS", ""))
     if n is not None:
         jax.config.update("jax_num_cpu_devices", n)
-    return n
 
 
 def device_count() -> int:
