@@ -14,7 +14,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from galaxy_jax import io, modes, parallel, preemption
+from galaxy_jax import atomic, modes, parallel, preemption
 from galaxy_jax.errors import UserError
 
 FLAGS = flags.FLAGS
@@ -83,7 +83,7 @@ def main(argv):
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # a full disk or a read-only workdir that no library call wrapped
-        err = io.storage_error(e, e.filename or FLAGS.workdir)
+        err = atomic.storage_error(e, e.filename or FLAGS.workdir)
         if err is None:
             raise
         print(f"error: {err}", file=sys.stderr)

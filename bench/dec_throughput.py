@@ -3,7 +3,7 @@
 Both run the DEC iteration of the paper: encoder d-500-500-2000-10 (ReLU except the
 embedding), a Student-t soft assignment to K=10 trainable centres (alpha 1), KL(P||Q) against a
 fixed target P, SGD lr 0.01 momentum 0.9, batch 256, on the same synthetic float32 rows and
-target rows held in memory. Ours is the loop body of `galaxy_jax.modes.cluster._dec_loop`:
+target rows held in memory. Ours is the loop body of `galaxy_jax.modes.dec._dec_loop`:
 numpy gather of x[idx] and p[idx], host->device copies, the jitted step (no host sync). Keras
 is the public DEC-keras recipe rewritten here: Sequential-style encoder + a clustering layer
 computing q_ij = (1 + |z_i - mu_j|^2/alpha)^-((alpha+1)/2) normalised over j, compiled with
@@ -122,7 +122,7 @@ def flax_runner(dims, k: int, batch: int, n: int):
 
     from galaxy_jax import dec
     from galaxy_jax.models.autoencoder import Autoencoder
-    from galaxy_jax.train_utils import BatchSampler
+    from galaxy_jax.train_loop import BatchSampler
 
     model = Autoencoder(dims)
     x, p = synthetic(n, dims[0], k)
@@ -145,7 +145,7 @@ def flax_runner(dims, k: int, batch: int, n: int):
     def run(steps: int) -> float:
         t = time.perf_counter()
         state, start = box["state"], box["i"]
-        for i in range(start, start + steps):  # the loop body of cluster._dec_loop
+        for i in range(start, start + steps):  # the loop body of modes.dec._dec_loop
             idx = sampler(i)
             state, loss = step_fn(state, jnp.asarray(x[idx]), jnp.asarray(p[idx]))
         float(loss)  # one host sync per block, as at a target update
@@ -173,7 +173,7 @@ def main():
 
     import jax
 
-    from galaxy_jax.io import atomic_write_json
+    from galaxy_jax.atomic import write_json as atomic_write_json
 
     load_start = loadavg()
     tf = TFWorker(args.tf_python, _worker_source())

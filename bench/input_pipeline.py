@@ -23,9 +23,9 @@ from PIL import Image
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.data_defaults import KAGGLE_SAMPLE, get_data_config  # noqa: E402
-from galaxy_jax import io as gio  # noqa: E402
+from galaxy_jax import atomic as gio  # noqa: E402
 from galaxy_jax.data import pipeline  # noqa: E402
-from galaxy_jax.data.sources import make_image_source  # noqa: E402
+from galaxy_jax.data.from_config import make_image_source  # noqa: E402
 from galaxy_jax.data.synthetic import make_synthetic_source  # noqa: E402
 
 flags.DEFINE_integer("n", 1000, "Images per timed run.")
@@ -120,7 +120,7 @@ def main(argv):
     path = os.path.join(
         os.path.dirname(os.path.abspath(__file__)), "results", "input_pipeline.json"
     )
-    gio.atomic_write_json(path, out)
+    gio.write_json(path, out)
     for k, v in results.items():
         if "images_per_s_median" in v:
             print(f"{k:<45} {v['images_per_s_median']:8.1f} images/s  {v['images_per_s']}")

@@ -107,7 +107,7 @@ def main():
     )
     args = p.parse_args()
     sys.path.insert(0, REPO)
-    from galaxy_jax.io import atomic_write_json
+    from galaxy_jax.atomic import write_json as atomic_write_json
 
     load_start = loadavg()
     rows = [

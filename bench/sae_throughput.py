@@ -2,7 +2,7 @@
 
 Both train the DEC stacked autoencoder d-500-500-2000-10 end to end (ReLU except the embedding
 and the reconstruction), MSE loss, Adam lr 1e-3 (epsilon 1e-8 on both), batch 256, on the same
-synthetic float32 rows held in memory, shuffled. Ours is what `galaxy_jax.modes.cluster` runs
+synthetic float32 rows held in memory, shuffled. Ours is what `galaxy_jax.modes.dec` runs
 per step: numpy gather of a BatchSampler batch, host->device copy, `sae.make_finetune_step`.
 Keras is `model.fit(x, x, batch_size=256, steps_per_epoch=S, shuffle=True)`, timed two ways:
 whole calls (its per-call set-up included, amortised over S steps) and, from batch-end
@@ -99,7 +99,7 @@ def flax_runner(dims, batch: int, n: int):
 
     from galaxy_jax import sae
     from galaxy_jax.models.autoencoder import Autoencoder
-    from galaxy_jax.train_utils import BatchSampler
+    from galaxy_jax.train_loop import BatchSampler
 
     model = Autoencoder(dims)
     tx = sae.make_optimizer("adam", 1e-3, 0.0, 0, 0.1)
@@ -141,7 +141,7 @@ def main():
 
     import jax
 
-    from galaxy_jax.io import atomic_write_json
+    from galaxy_jax.atomic import write_json as atomic_write_json
 
     load_start = loadavg()
     matmul_start = matmul_gflops()

@@ -33,12 +33,12 @@ from sklearn.preprocessing import StandardScaler
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.data_defaults import get_data_config  # noqa: E402
-from galaxy_jax import io as gio  # noqa: E402
+from galaxy_jax import atomic as gio  # noqa: E402
 from galaxy_jax import weights  # noqa: E402
+from galaxy_jax.data.from_config import make_image_source  # noqa: E402
 from galaxy_jax.data.preprocess import preprocess  # noqa: E402
-from galaxy_jax.data.sources import make_image_source  # noqa: E402
 from galaxy_jax.models import xception  # noqa: E402
-from galaxy_jax.train_utils import versions  # noqa: E402
+from galaxy_jax.workdir import versions  # noqa: E402
 
 flags.DEFINE_string("encoder", "workdirs/ssl_sample/encoder.npz", "SSL encoder (.npz + .json).")
 flags.DEFINE_string("folder", "", "Dataset root <split>/<class>/<id>.jpg; '' = the real sample.")
@@ -136,7 +136,7 @@ def main(argv):
         "versions": versions(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    gio.atomic_write_json(FLAGS.out, report)
+    gio.write_json(FLAGS.out, report)
     print(f"wrote {FLAGS.out}")
 
 

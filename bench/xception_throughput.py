@@ -135,7 +135,7 @@ def main():
 
     use_host_devices(args.host_devices)
 
-    from galaxy_jax.io import atomic_write_json
+    from galaxy_jax.atomic import write_json as atomic_write_json
 
     peak = args.peak_gflops or matmul_gflops(runs=15, statistic=min)  # best run: a peak
     print(f"float32 matmul: {peak:.0f} GFLOP/s over {jax.local_device_count()} device(s)")

@@ -1,6 +1,6 @@
 """The `data` section every image config shares: `config.data = data_defaults.get_data_config()`.
 
-Not an experiment itself (no mode). `galaxy_jax.data.sources.make_image_source(config.data)`
+Not an experiment itself (no mode). `galaxy_jax.data.from_config.make_image_source(config.data)`
 reads it; `name` picks the dataset and only that dataset's fields matter.
 """
 

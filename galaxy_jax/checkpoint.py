@@ -27,7 +27,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
-from galaxy_jax import io
+from galaxy_jax import atomic
 from galaxy_jax.errors import UserError
 
 TMP_MARKER = ".orbax-checkpoint-tmp"  # in the name of every directory Orbax has not finished
@@ -47,7 +47,7 @@ class Checkpointer:
         try:
             os.makedirs(self.directory, exist_ok=True)
         except OSError as e:
-            err = io.storage_error(e, self.directory)
+            err = atomic.storage_error(e, self.directory)
             if err is None:
                 raise
             raise err from e
@@ -78,14 +78,14 @@ class Checkpointer:
                 k: v for k, v in self._digests.items() if int(k) in self._mngr.all_steps()
             }
             self._digests[str(step)] = digest(host)
-            io.atomic_write_json(os.path.join(self.directory, DIGESTS), self._digests)
+            atomic.write_json(os.path.join(self.directory, DIGESTS), self._digests)
             self._mngr.save(step, args=ocp.args.StandardSave(state), force=True)
             if wait:
                 self._mngr.wait_until_finished()
         except UserError:
             raise
         except Exception as e:  # Orbax wraps OS errors (disk full) from its writer threads
-            err = io.storage_error(e, os.path.join(self.directory, str(step)))
+            err = atomic.storage_error(e, os.path.join(self.directory, str(step)))
             if err is None:
                 raise
             raise err from e
@@ -129,7 +129,7 @@ class Checkpointer:
         try:
             self._mngr.wait_until_finished()
         except Exception as e:
-            err = io.storage_error(e, self.directory)
+            err = atomic.storage_error(e, self.directory)
             if err is None:
                 raise
             raise err from e

@@ -31,8 +31,9 @@ import h5py
 import numpy as np
 from absl import logging
 
+from galaxy_jax.atomic import write_bytes as atomic_write_bytes
+from galaxy_jax.atomic import write_json as atomic_write_json
 from galaxy_jax.errors import UserError
-from galaxy_jax.io import atomic_write_bytes, atomic_write_json
 from galaxy_jax.models import xception
 
 _BASE_URL = "https://storage.googleapis.com/tensorflow/keras-applications/xception/"

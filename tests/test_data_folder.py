@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from configs.data_defaults import get_data_config
-from galaxy_jax.data.sources import make_image_source
+from galaxy_jax.data.from_config import make_image_source
 from galaxy_jax.errors import UserError
 
 

@@ -10,8 +10,8 @@ import pytest
 from configs import build_galaxy_zoo
 from configs.data_defaults import get_data_config
 from galaxy_jax.data import galaxy_zoo
+from galaxy_jax.data.from_config import make_image_source
 from galaxy_jax.data.labels import VOTE_COLUMNS
-from galaxy_jax.data.sources import make_image_source
 from galaxy_jax.data.testing import jpeg_bytes, vote_row, write_kaggle
 from galaxy_jax.errors import UserError
 

@@ -3,8 +3,8 @@
 import numpy as np
 
 from galaxy_jax.data import pipeline
+from galaxy_jax.data.image_source import from_arrays
 from galaxy_jax.data.preprocess import preprocess
-from galaxy_jax.data.source import from_arrays
 from galaxy_jax.data.synthetic import make_synthetic_source
 
 

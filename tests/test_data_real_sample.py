@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs.data_defaults import KAGGLE_SAMPLE, get_data_config
-from galaxy_jax.data.sources import make_image_source
+from galaxy_jax.data.from_config import make_image_source
 
 pytestmark = pytest.mark.skipif(
     not os.path.isdir(KAGGLE_SAMPLE),

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from configs.data_defaults import get_data_config
-from galaxy_jax.data.sources import make_image_source
+from galaxy_jax.data.from_config import make_image_source
 from galaxy_jax.data.synthetic import make_synthetic_source
 from galaxy_jax.errors import UserError
 

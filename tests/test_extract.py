@@ -11,7 +11,7 @@ import pytest
 
 from configs import data_defaults
 from configs import extract as extract_config
-from galaxy_jax.data import source as source_lib
+from galaxy_jax.data import image_source as source_lib
 from galaxy_jax.errors import UserError
 from galaxy_jax.models import xception
 from galaxy_jax.modes import extract
@@ -34,7 +34,7 @@ def test_four_devices_equal_one_and_compile_once(tmp_path):
         """
         import json, sys
         import jax, numpy as np
-        from galaxy_jax.data import source as source_lib
+        from galaxy_jax.data import image_source as source_lib
         from galaxy_jax.models import xception
         from galaxy_jax.modes import extract
         assert jax.device_count() == 4, jax.devices()
@@ -227,7 +227,7 @@ def test_pixel_tta_is_a_rotation_invariant_image():
 
 def test_pixels_extract_mode_layout_metadata_and_kmeans_on_it(tmp_path):
     from configs import galaxy_sample
-    from galaxy_jax.modes import cluster
+    from galaxy_jax.modes import dec as dec_mode
 
     config = extract_config.get_config("pixels_smoke")
     wd = str(tmp_path / "pixels")
@@ -250,7 +250,7 @@ def test_pixels_extract_mode_layout_metadata_and_kmeans_on_it(tmp_path):
     km = galaxy_sample.get_config("kmeans_pixels")  # "k-means on pixels" reads that workdir
     km.data.path = wd
     km.dec.kmeans_n_init = 2
-    results = cluster.run_kmeans(km, str(tmp_path / "kmeans"))
+    results = dec_mode.run_kmeans(km, str(tmp_path / "kmeans"))
     assert results["metrics"]["kmeans_input"]["n"] == 6
 
 

@@ -16,9 +16,9 @@ from sklearn import metrics as skm  # noqa: E402
 from configs import galaxy_dec as dec_config  # noqa: E402
 from configs import morphology as morph_config  # noqa: E402
 from galaxy_jax import morphology  # noqa: E402
-from galaxy_jax.data import source as source_lib  # noqa: E402
+from galaxy_jax.data import image_source as source_lib  # noqa: E402
 from galaxy_jax.data import synthetic, vectors  # noqa: E402
-from galaxy_jax.modes import cluster  # noqa: E402
+from galaxy_jax.modes import dec as dec_mode  # noqa: E402
 from galaxy_jax.modes import morphology as morph_mode  # noqa: E402
 
 N = 32
@@ -83,7 +83,7 @@ def test_kmeans_runs_on_the_table(synthetic_run, tmp_path):
     workdir, _, _ = synthetic_run
     c = dec_config.get_config()
     c.data.path = workdir
-    results = cluster.run_kmeans(c, str(tmp_path))
+    results = dec_mode.run_kmeans(c, str(tmp_path))
     assert results["metrics"]["kmeans_input"]["n"] == N
 
 
@@ -93,7 +93,7 @@ def test_blank_image_is_flagged_and_kept(tmp_path, monkeypatch):
     src = source_lib.from_arrays(
         images, labels=[*good.labels, 0], ids=["a", "b", "c", "blank"], class_names=("e", "s")
     )
-    from galaxy_jax.data import sources
+    from galaxy_jax.data import from_config as sources
 
     monkeypatch.setattr(sources, "make_image_source", lambda *a, **k: src)
     c = morph_config.get_config("smoke")

@@ -23,10 +23,10 @@ import pytest
 from conftest import ROOT, start_main, stderr_of
 
 from configs import mnist_dec
-from galaxy_jax import checkpoint, io, modes
+from galaxy_jax import atomic, checkpoint, modes
 from galaxy_jax.errors import UserError
-from galaxy_jax.modes import cluster
-from galaxy_jax.train_utils import FiniteGuard, NonFiniteError
+from galaxy_jax.modes import dec as dec_mode
+from galaxy_jax.train_loop import FiniteGuard, NonFiniteError
 
 # The fault-injection run: layer-wise pairs 0 and 1, fine-tuning, then DEC to maxiter.
 OVERRIDES = dict(
@@ -191,7 +191,7 @@ def test_sigterm_saves_a_checkpoint_exits_75_and_resumes_bit_identical(reference
 
 def test_same_config_and_seed_give_identical_results_across_processes(reference, tmp_path):
     workdir = str(tmp_path / "w")
-    cluster.run_dec(_config(), workdir)  # in this process, vs the subprocess reference
+    dec_mode.run_dec(_config(), workdir)  # in this process, vs the subprocess reference
     _assert_identical(reference, workdir)
 
 
@@ -230,7 +230,7 @@ def test_corrupt_newest_checkpoints_fall_back_with_a_warning_and_identical_resul
     for step_dir in bad:
         _corrupt(step_dir, how)
     caplog.set_level("WARNING")
-    cluster.run_dec(_config(), workdir)
+    dec_mode.run_dec(_config(), workdir)
     for step_dir in bad:
         assert f"Checkpoint {step_dir} is unreadable" in caplog.text
         assert os.path.isdir(
@@ -299,14 +299,14 @@ def test_workdir_of_another_config_is_refused_naming_the_field(reference, tmp_pa
     config = _config()
     config.sae.lr = 0.01
     with pytest.raises(UserError, match=r"sae holds checkpoints of another config \(sae.lr: 0.001"):
-        cluster.run_dec(config, workdir)
+        dec_mode.run_dec(config, workdir)
     config = _config()
     config.dec.maxiter = 500  # a finished DEC would otherwise be restored, not run further
     with pytest.raises(UserError, match=r"dec holds checkpoints .*dec.maxiter: 120 then, 500 now"):
-        cluster.run_dec(config, workdir)
+        dec_mode.run_dec(config, workdir)
     config = _config()
     config.log_every = 5  # changes no result: allowed
-    cluster.run_dec(config, workdir)
+    dec_mode.run_dec(config, workdir)
 
 
 def test_nonfinite_state_is_never_checkpointed(tmp_path):
@@ -376,7 +376,7 @@ def test_bad_config_is_rejected_naming_the_field_with_no_workdir_litter(
     _set(config, field, value)
     workdir = tmp_path / "w"
     with pytest.raises(UserError) as e:
-        cluster.run_dec(config, str(workdir))
+        dec_mode.run_dec(config, str(workdir))
     assert message in str(e.value)
     assert not workdir.exists()
     assert os.listdir(tmp_path) == []
@@ -390,12 +390,12 @@ def test_unknown_mode_and_bad_workdir_are_rejected(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("")
     with pytest.raises(UserError, match="exists and is not a directory"):
-        cluster.run_kmeans(mnist_dec.get_config("smoke"), str(blocker / "w"))
+        dec_mode.run_kmeans(mnist_dec.get_config("smoke"), str(blocker / "w"))
     missing = tmp_path / "nofeatures"
     config = mnist_dec.get_config("smoke")
     config.data = ml_collections.ConfigDict({"name": "features", "path": str(missing)})
     with pytest.raises(UserError, match="config.data.path: no features.npy"):
-        cluster.run_kmeans(config, str(tmp_path / "w"))
+        dec_mode.run_kmeans(config, str(tmp_path / "w"))
     assert sorted(os.listdir(tmp_path)) == ["file"]
 
 
@@ -432,7 +432,7 @@ def test_nonfinite_features_stop_before_training_naming_file_and_row(tmp_path, v
     path = _features_dir(tmp_path / "f", 7, value)
     config.data = ml_collections.ConfigDict({"name": "features", "path": path})
     with pytest.raises(UserError, match=r"features.npy row 7 \(id g7\) column 3 is (nan|inf)"):
-        cluster.run_dec(config, str(tmp_path / "w"))
+        dec_mode.run_dec(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()
 
 
@@ -452,7 +452,7 @@ def test_huge_sae_learning_rate_stops_the_phase_naming_the_step(tmp_path):
     config.sae.optimizer = "sgd"
     config.sae.lr = 1e30  # valid as a number; the first update overflows the weights
     with pytest.raises(NonFiniteError, match=r"phase sae/finetune at step (\d+)") as e:
-        cluster.run_pretrain(config, str(tmp_path))
+        dec_mode.run_pretrain(config, str(tmp_path))
     assert int(e.value.args[0].split("at step ")[1].split()[0]) <= config.log_every
     ckpt_dir = tmp_path / "sae" / "finetune"
     assert not [n for n in os.listdir(ckpt_dir) if n.isdigit()]  # nothing bad was saved
@@ -465,7 +465,7 @@ def test_huge_dec_learning_rate_stops_dec_naming_the_step(reference, tmp_path):
     config = _config()
     config.dec.lr = 1e30
     with pytest.raises(NonFiniteError, match=r"phase dec at step \d+"):
-        cluster.run_dec(config, workdir)
+        dec_mode.run_dec(config, workdir)
     assert not [n for n in os.listdir(os.path.join(workdir, "dec")) if n.isdigit()]
 
 
@@ -479,8 +479,8 @@ def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(tmp_path, monkeyp
     monkeypatch.setattr(os, "fsync", no_space)
     target = tmp_path / "results.json"
     with pytest.raises(UserError, match="results.json: the disk is full"):
-        io.atomic_write_json(str(target), {"a": 1})
+        atomic.write_json(str(target), {"a": 1})
     assert os.listdir(tmp_path) == []  # neither the file nor its temporary
     wrapped = ValueError(f"tensorstore write failed: {os.strerror(errno.ENOSPC)} [/x/1]")
-    assert "disk is full" in str(io.storage_error(wrapped, "/x/1"))
-    assert io.storage_error(ValueError("shape mismatch"), "/x") is None
+    assert "disk is full" in str(atomic.storage_error(wrapped, "/x/1"))
+    assert atomic.storage_error(ValueError("shape mismatch"), "/x") is None

@@ -22,7 +22,7 @@ from conftest import start_main, stderr_of
 from configs import extract as extract_config
 from configs import supervised_ann
 from galaxy_jax import preemption
-from galaxy_jax.data import source as source_lib
+from galaxy_jax.data import image_source as source_lib
 from galaxy_jax.models import xception
 from galaxy_jax.modes import extract, supervised
 

@@ -15,7 +15,7 @@ from configs import mnist_dec
 from galaxy_jax import dec, dec_init
 from galaxy_jax.data import vectors
 from galaxy_jax.data.vectors import DiskRows, Vectors
-from galaxy_jax.modes import cluster
+from galaxy_jax.modes import dec as dec_mode
 from tests.conftest import ROOT
 
 
@@ -53,11 +53,11 @@ def test_streaming_dec_equals_in_memory(tmp_path, monkeypatch):
     _write_features(tmp_path / "feat", 600, 32)
     streamed = vectors.load_features(str(tmp_path / "feat"))
     assert isinstance(streamed.x, DiskRows)
-    cluster.run_dec(_features_config(tmp_path / "feat"), str(tmp_path / "stream"))
+    dec_mode.run_dec(_features_config(tmp_path / "feat"), str(tmp_path / "stream"))
 
     in_memory = Vectors(np.asarray(streamed.x), streamed.y, streamed.ids)
-    monkeypatch.setattr(cluster, "load_vectors", lambda data: in_memory)
-    cluster.run_dec(_features_config(tmp_path / "feat"), str(tmp_path / "memory"))
+    monkeypatch.setattr(dec_mode, "load_vectors", lambda data: in_memory)
+    dec_mode.run_dec(_features_config(tmp_path / "feat"), str(tmp_path / "memory"))
 
     def out(name, run):
         return np.load(tmp_path / run / f"{name}.npy")
@@ -80,17 +80,17 @@ import numpy as np
 from tests.test_scale import _features_config
 from galaxy_jax import dec_init
 from galaxy_jax.data import vectors
-from galaxy_jax.modes import cluster
+from galaxy_jax.modes import dec as dec_mode
 
 feat, workdir, chunk, in_memory = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-cluster.PREDICT_CHUNK = dec_init.ASSIGN_CHUNK = vectors.SCAN_CHUNK = chunk
+dec_mode.PREDICT_CHUNK = dec_init.ASSIGN_CHUNK = vectors.SCAN_CHUNK = chunk
 if in_memory:
     data = vectors.load_features(feat)
     data = vectors.Vectors(np.asarray(data.x), data.y, data.ids)
-    cluster.load_vectors = lambda _: data
+    dec_mode.load_vectors = lambda _: data
 c = _features_config(feat, update_interval=40, maxiter=80, batch_size=64)
 c.sae.dims, c.sae.finetune_steps = (32, 32, 64, 4), 20
-cluster.run_dec(c, workdir)
+dec_mode.run_dec(c, workdir)
 # VmHWM: this process's peak RSS (ru_maxrss would include the parent's, kept across exec).
 print(next(int(v.split()[1]) for v in open("/proc/self/status") if v.startswith("VmHWM")) / 1024)
 """
@@ -153,7 +153,7 @@ def test_no_recompilation_after_the_first_step(tmp_path):
             c = mnist_dec.get_config("smoke")
             c.sae.finetune_steps, c.dec.maxiter, c.dec.tol = steps, steps, 0.0
             counts.append(0)
-            cluster.run_dec(c, str(tmp_path / name))
+            dec_mode.run_dec(c, str(tmp_path / name))
     finally:
         jax.monitoring.unregister_event_duration_listener(count)
     assert counts[0] == counts[1], counts

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import ssl as ssl_config
-from galaxy_jax import preemption, ssl, weights
+from galaxy_jax import preemption, simclr, weights
 from galaxy_jax.data import preprocess as P
 from galaxy_jax.data.synthetic import make_synthetic_source
 from galaxy_jax.errors import UserError
@@ -33,7 +33,7 @@ def test_nt_xent_against_a_loop():
     rng = np.random.default_rng(0)
     z1, z2 = rng.normal(size=(2, 5, 3)).astype(np.float32)
     t = 0.3
-    loss, top1 = ssl.nt_xent(jnp.asarray(z1), jnp.asarray(z2), t)
+    loss, top1 = simclr.nt_xent(jnp.asarray(z1), jnp.asarray(z2), t)
     z = np.concatenate([z1, z2])
     z /= np.linalg.norm(z, axis=1, keepdims=True)
     terms = []
@@ -43,7 +43,7 @@ def test_nt_xent_against_a_loop():
         partner = (i + 5) % 10
         terms.append(-(z[i] @ z[partner] / t - np.log(np.exp(sims).sum())))
     np.testing.assert_allclose(loss, np.mean(terms), rtol=1e-5)
-    aligned, top1_aligned = ssl.nt_xent(jnp.asarray(z1), jnp.asarray(z1), t)
+    aligned, top1_aligned = simclr.nt_xent(jnp.asarray(z1), jnp.asarray(z1), t)
     assert float(top1_aligned) == 1.0 and float(aligned) < float(loss)
 
 

@@ -20,7 +20,8 @@ from galaxy_jax import dec_init
 from galaxy_jax.data.synthetic import make_synthetic_source
 from galaxy_jax.data.vectors import load_vectors
 from galaxy_jax.errors import UserError
-from galaxy_jax.modes import cluster, sweep
+from galaxy_jax.modes import dec as dec_mode
+from galaxy_jax.modes import sweep
 
 N, SIZE = 160, 32
 CHANCE = 0.6  # 2 balanced classes: a random partition scores ~0.5 (+ ~0.04 noise at N=160)
@@ -70,7 +71,7 @@ def _read(workdir):
 def pretrained(features, tmp_path_factory):
     """A finished default run: its sae/ is reused by the dec-only variants."""
     workdir = str(tmp_path_factory.mktemp("xception_dec"))
-    cluster.run_dec(_config(features), workdir)
+    dec_mode.run_dec(_config(features), workdir)
     return workdir
 
 
@@ -80,7 +81,7 @@ def _run(name, features, pretrained, tmp_path):
     workdir = str(tmp_path / name)
     if not any(k.startswith("sae.") for k in v):
         shutil.copytree(os.path.join(pretrained, "sae"), os.path.join(workdir, "sae"))
-    run = {"kmeans": cluster.run_kmeans, "dec": cluster.run_dec}[config.mode]
+    run = {"kmeans": dec_mode.run_kmeans, "dec": dec_mode.run_dec}[config.mode]
     return run(config, workdir), workdir
 
 
@@ -132,11 +133,11 @@ def test_hidden_labels_are_never_read(name, features, pretrained, tmp_path, monk
     poisoned = real.y.copy()
     poisoned[hidden] = np.where(np.arange(N)[hidden] % 3 == 0, -1, 1 - real.y[hidden])
     monkeypatch.setattr(
-        cluster, "load_vectors", lambda data: type(real)(real.x, poisoned.copy(), real.ids)
+        dec_mode, "load_vectors", lambda data: type(real)(real.x, poisoned.copy(), real.ids)
     )
     workdir = str(tmp_path / "poisoned")
     shutil.copytree(os.path.join(pretrained, "sae"), os.path.join(workdir, "sae"))
-    cluster.run_dec(config, workdir)
+    dec_mode.run_dec(config, workdir)
     for f in ("q.npy", "centres.npy", "assignments.npy"):
         a, b = (open(os.path.join(w, f), "rb").read() for w in (clean, workdir))
         assert a == b, f
@@ -148,16 +149,16 @@ def test_label_variants_need_labels_and_matching_classes(features, tmp_path):
     c = _config(features, VARIANTS["init_labels"])
     c.dec.label_fraction = 0.0
     with pytest.raises(UserError, match="config.dec.label_fraction"):
-        cluster.run_dec(c, str(tmp_path / "a"))
+        dec_mode.run_dec(c, str(tmp_path / "a"))
     c = _config(features, VARIANTS["init_labels"])
     c.dec.n_clusters = 3
     with pytest.raises(UserError, match="config.dec.n_clusters"):
-        cluster.run_dec(c, str(tmp_path / "b"))
+        dec_mode.run_dec(c, str(tmp_path / "b"))
     for field, value in (("init", "spectral"), ("gamma", -1.0), ("label_fraction", 1.5)):
         c = _config(features)
         c.dec[field] = value
         with pytest.raises(UserError, match=f"config.dec.{field}"):
-            cluster.run_dec(c, str(tmp_path / "c"))
+            dec_mode.run_dec(c, str(tmp_path / "c"))
     assert not os.listdir(tmp_path)
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from galaxy_jax import io as gio
+from galaxy_jax import atomic as gio
 from galaxy_jax.data.preprocess import to_rgb_np
 from galaxy_jax.errors import UserError
 
@@ -63,7 +63,7 @@ class BadInput:
         summary = {"kept": kept, "skipped": len(self.problems), "by_problem": dict(kinds)}
         if self.problems:
             report_path = report_path or os.path.abspath("bad_input_report.json")
-            gio.atomic_write_json(report_path, {"summary": summary, "problems": self.problems})
+            gio.write_json(report_path, {"summary": summary, "problems": self.problems})
             print(
                 f"Skipped {len(self.problems):,} bad inputs, kept {kept:,}; listed in {report_path}"
             )

@@ -18,7 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from galaxy_jax.data.bad_input import BadInput, decode_image, read_csv
-from galaxy_jax.data.source import ImageSource
+from galaxy_jax.data.image_source import ImageSource
 from galaxy_jax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")

@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from galaxy_jax.data import labels as L
 from galaxy_jax.data.bad_input import BadInput, decode_image, read_csv
-from galaxy_jax.data.source import ImageSource
+from galaxy_jax.data.image_source import ImageSource
 from galaxy_jax.errors import UserError
 
 IMAGE_SHAPE = (424, 424, 3)

@@ -22,7 +22,7 @@ import numpy as np
 from absl import flags, logging
 from PIL import Image
 
-from galaxy_jax.data.source import ImageSource
+from galaxy_jax.data.image_source import ImageSource
 
 
 class _Records(grain.RandomAccessDataSource):

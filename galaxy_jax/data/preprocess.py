@@ -173,7 +173,7 @@ def augment(
 
 
 # ------------------------------------------------------------- self-supervised views (ssl mode)
-# Stronger than `augment`, for contrastive pretraining (galaxy_jax/ssl.py), but still what a
+# Stronger than `augment`, for contrastive pretraining (galaxy_jax/simclr.py), but still what a
 # telescope could have done to the same galaxy: any orientation, a slightly other pointing and
 # scale, another exposure (flux), seeing (PSF) and sky noise. No colour jitter or large crops,
 # which could turn a galaxy into another class (a cut-off disc, a reddened spiral).

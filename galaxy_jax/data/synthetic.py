@@ -17,7 +17,7 @@ import os
 import numpy as np
 from scipy import ndimage
 
-from galaxy_jax.data.source import ImageSource
+from galaxy_jax.data.image_source import ImageSource
 
 CLASS_NAMES = ("elliptical", "spiral")
 ELLIPTICAL, SPIRAL = 0, 1

@@ -9,7 +9,7 @@ Parameters (trainable and batch statistics together): 20,861,480 without the top
 with it, as in Keras.
 
 Two fields make smaller networks of the same design for self-supervised training on a CPU
-(galaxy_jax/ssl.py): `width` multiplies every channel count (rounded to a multiple of 8) and
+(galaxy_jax/simclr.py): `width` multiplies every channel count (rounded to a multiple of 8) and
 `middle_blocks` sets the number of middle-flow blocks. Their defaults (1.0, 8) are Keras'
 Xception, unchanged: same variables, names and numbers.
 

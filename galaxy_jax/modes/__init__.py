@@ -10,9 +10,9 @@ from absl import app
 
 # name -> "module:function". Each function has the signature run(config, workdir).
 MODES = {
-    "kmeans": "galaxy_jax.modes.cluster:run_kmeans",  # k-means baseline on the input vectors
-    "pretrain": "galaxy_jax.modes.cluster:run_pretrain",  # SAE: layer-wise + fine-tuning
-    "dec": "galaxy_jax.modes.cluster:run_dec",  # pretrain (or resume) + k-means init + DEC
+    "kmeans": "galaxy_jax.modes.dec:run_kmeans",  # k-means baseline on the input vectors
+    "pretrain": "galaxy_jax.modes.dec:run_pretrain",  # SAE: layer-wise + fine-tuning
+    "dec": "galaxy_jax.modes.dec:run_dec",  # pretrain (or resume) + k-means init + DEC
     "convert_weights": "galaxy_jax.modes.extract:run_convert_weights",  # Keras h5 -> Flax
     "extract": "galaxy_jax.modes.extract:run_extract",  # images -> Xception features or pixels
     "morphology": "galaxy_jax.modes.morphology:run_morphology",  # CAS, Gini-M20, Sersic n

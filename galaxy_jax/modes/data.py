@@ -10,9 +10,9 @@ import os
 
 import numpy as np
 
-from galaxy_jax import io as gio
+from galaxy_jax import atomic as gio
 from galaxy_jax.data import labels as L
-from galaxy_jax.data.sources import make_image_source
+from galaxy_jax.data.from_config import make_image_source
 from galaxy_jax.errors import UserError
 
 
@@ -68,5 +68,5 @@ def run_build_dataset(config, workdir: str) -> dict:
     else:
         make_image_source(data)  # raises the UserError that lists the known names
         raise UserError(f"build_dataset does not handle data.name {data.name!r}")
-    gio.atomic_write_json(os.path.join(workdir, "dataset.json"), summary)
+    gio.write_json(os.path.join(workdir, "dataset.json"), summary)
     return summary

@@ -33,7 +33,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import hashlib
-import io as _io
+import io
 import json
 import os
 import shutil
@@ -47,12 +47,12 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from galaxy_jax import io, preemption, weights
+from galaxy_jax import atomic, preemption, weights
+from galaxy_jax.data.image_source import ImageSource
 from galaxy_jax.data.preprocess import preprocess
-from galaxy_jax.data.source import ImageSource
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.xception import MIN_SIZE, Xception, scaled_channels
-from galaxy_jax.train_utils import prepare_workdir, versions
+from galaxy_jax.workdir import prepare_workdir, versions
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 SHARD_DIR = "feature_shards"
@@ -77,7 +77,7 @@ def run_convert_weights(config, workdir: str) -> str:
     path = os.path.join(workdir, f"xception_{'top' if config.include_top else 'notop'}.npz")
     weights.save_npz(path, flat)
     n = sum(int(v.size) for v in flat.values())
-    io.atomic_write_json(
+    atomic.write_json(
         os.path.join(workdir, "weights_meta.json"),
         {
             "weights": loaded.description,
@@ -421,11 +421,11 @@ def _digest_path(path: str) -> str:
 def _save_shard(path: str, array: np.ndarray) -> None:
     """Writes the SHA-256 of the .npy bytes, then the .npy (both atomically): a complete shard
     always has its digest, and a shard that does not match it is never loaded."""
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.save(buf, np.ascontiguousarray(array, np.float32))
     data = buf.getvalue()
-    io.atomic_write_bytes(_digest_path(path), hashlib.sha256(data).hexdigest().encode())
-    io.atomic_write_bytes(path, data)
+    atomic.write_bytes(_digest_path(path), hashlib.sha256(data).hexdigest().encode())
+    atomic.write_bytes(path, data)
 
 
 def _remove_shard(path: str) -> None:
@@ -453,7 +453,7 @@ def _load_shard(path: str, rows, dim: int = XCEPTION_DIM) -> np.ndarray | None:
             _digest_path(path),
         )
         return None
-    array = np.load(_io.BytesIO(data))
+    array = np.load(io.BytesIO(data))
     if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != dim:
         logging.warning("Ignoring misshaped feature shard %s %s; rebuilding it.", path, array.shape)
         return None
@@ -499,7 +499,7 @@ def _open_shard_dir(
     elif os.path.isdir(shard_dir):
         shutil.rmtree(shard_dir)  # no metadata: unknown origin, never reuse
     if not os.path.exists(meta_path):
-        io.atomic_write_json(meta_path, {"meta_hash": meta_hash})
+        atomic.write_json(meta_path, {"meta_hash": meta_hash})
     _remove_temporaries(shard_dir)
     shards = _shard_ranges(n, shard_size)
     done, partial = set(), {}
@@ -575,7 +575,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
     A re-run with the same config, weights and images returns at once; an interrupted run
     resumes from workdir/feature_shards/.
     """
-    from galaxy_jax.data.sources import make_image_source
+    from galaxy_jax.data.from_config import make_image_source
 
     model = config.get("model", "xception")
     grayscale = bool(config.get("grayscale", False)) and model == "pixels"
@@ -656,15 +656,15 @@ def run_extract(config, workdir: str) -> np.ndarray:
             f"Non-finite features for {len(bad)} images, e.g. ids {source.ids[bad[:5]]}"
         )
 
-    io.atomic_save_npy(os.path.join(workdir, "ids.npy"), np.asarray(source.ids).astype(str))
+    atomic.save_npy(os.path.join(workdir, "ids.npy"), np.asarray(source.ids).astype(str))
     labels_path = os.path.join(workdir, "labels.npy")
     if source.labels is not None:
-        io.atomic_save_npy(labels_path, np.asarray(source.labels, np.int32))
+        atomic.save_npy(labels_path, np.asarray(source.labels, np.int32))
     elif os.path.exists(labels_path):
         os.remove(labels_path)
     # features.npy last but one, the metadata last: its hash marks the set complete.
-    io.atomic_save_npy(feat_path, features)
-    io.atomic_write_json(
+    atomic.save_npy(feat_path, features)
+    atomic.write_json(
         meta_path,
         {
             **identity,

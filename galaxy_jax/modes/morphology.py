@@ -23,7 +23,7 @@ import concurrent.futures
 import csv
 import functools
 import hashlib
-import io as _io
+import io
 import json
 import multiprocessing
 import os
@@ -34,9 +34,9 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from galaxy_jax import io, morphology
+from galaxy_jax import atomic, morphology
 from galaxy_jax.errors import UserError
-from galaxy_jax.train_utils import prepare_workdir, versions
+from galaxy_jax.workdir import prepare_workdir, versions
 
 SHARD_DIR = "morphology_shards"
 _FIELDS = ("flag", "flag_sersic", "ok", "error", "seconds")
@@ -92,7 +92,7 @@ def measure_source(
     def finish(i, result):
         rows[i] = result
         if shard_dir:
-            io.atomic_write_json(_shard_path(shard_dir, i), {"rows": result})
+            atomic.write_json(_shard_path(shard_dir, i), {"rows": result})
         bar.update(len(result))
 
     workers = int(workers) or os.cpu_count() or 1
@@ -124,7 +124,7 @@ def _open_shards(shard_dir, meta_hash, chunks) -> dict[int, list]:
         if os.path.isdir(shard_dir):
             logging.warning("%s holds another config's measurements; starting over.", shard_dir)
         shutil.rmtree(shard_dir, ignore_errors=True)
-        io.atomic_write_json(meta_path, {"meta_hash": meta_hash})
+        atomic.write_json(meta_path, {"meta_hash": meta_hash})
         return {}
     done = {}
     for i, (s, e) in enumerate(chunks):
@@ -165,7 +165,7 @@ def feature_table(rows: list[dict]) -> tuple[np.ndarray, np.ndarray, dict]:
 
 
 def _csv_bytes(ids, labels, class_names, raw, rows) -> bytes:
-    out = _io.StringIO()
+    out = io.StringIO()
     w = csv.writer(out, lineterminator="\n")
     w.writerow(["id", "label", "class", *morphology.COLUMNS, *_FIELDS])
     for k, r in enumerate(rows):
@@ -183,7 +183,7 @@ def run_morphology(config, workdir: str) -> np.ndarray:
     A re-run with the same config and images returns at once; an interrupted run resumes from
     workdir/morphology_shards/.
     """
-    from galaxy_jax.data.sources import make_image_source
+    from galaxy_jax.data.from_config import make_image_source
 
     try:
         packages = morphology.check_installed()
@@ -232,20 +232,20 @@ def run_morphology(config, workdir: str) -> np.ndarray:
     flags = np.array([int(r["flag"]) for r in rows], np.int32)
 
     ids = np.asarray(source.ids).astype(str)
-    io.atomic_write_bytes(
+    atomic.write_bytes(
         os.path.join(workdir, "morphology.csv"),
         _csv_bytes(ids, source.labels, source.class_names, raw, rows),
     )
-    io.atomic_save_npy(os.path.join(workdir, "morphology_flags.npy"), flags)
-    io.atomic_save_npy(os.path.join(workdir, "ids.npy"), ids)
+    atomic.save_npy(os.path.join(workdir, "morphology_flags.npy"), flags)
+    atomic.save_npy(os.path.join(workdir, "ids.npy"), ids)
     labels_path = os.path.join(workdir, "labels.npy")
     if source.labels is not None:
-        io.atomic_save_npy(labels_path, np.asarray(source.labels, np.int32))
+        atomic.save_npy(labels_path, np.asarray(source.labels, np.int32))
     elif os.path.exists(labels_path):
         os.remove(labels_path)
-    io.atomic_save_npy(feat_path, features)
+    atomic.save_npy(feat_path, features)
     per_image = [r["seconds"] for r in rows]
-    io.atomic_write_json(  # last: its hash marks the set complete
+    atomic.write_json(  # last: its hash marks the set complete
         meta_path,
         {
             **identity,

@@ -19,10 +19,10 @@ import copy
 import os
 import time
 
-from galaxy_jax import io, weights
+from galaxy_jax import atomic, weights
 from galaxy_jax.modes import report, sweep
 from galaxy_jax.modes.extract import run_extract
-from galaxy_jax.train_utils import prepare_workdir, versions
+from galaxy_jax.workdir import prepare_workdir, versions
 
 
 def resolve_weights(config) -> tuple[str, str]:
@@ -91,5 +91,5 @@ def run_quickstart(config, workdir: str) -> dict:
         "config": config.to_dict(),
         "versions": versions(),
     }
-    io.atomic_write_json(os.path.join(workdir, "quickstart.json"), results)
+    atomic.write_json(os.path.join(workdir, "quickstart.json"), results)
     return results

@@ -27,16 +27,16 @@ from its first (most representative) rows.
 from __future__ import annotations
 
 import csv
-import io as _io
+import io
 import json
 import os
 
 import numpy as np
 from absl import logging
 
-from galaxy_jax import io
+from galaxy_jax import atomic
 from galaxy_jax.errors import UserError
-from galaxy_jax.train_utils import prepare_workdir
+from galaxy_jax.workdir import prepare_workdir
 
 # Metrics summarised in report.md, in this column order, where a run's results have them.
 SUMMARY_KEYS = ("acc", "acc_dominant", "nmi", "ari", "accuracy", "roc_auc")
@@ -191,7 +191,7 @@ def image_source_of(features_dir: str | None):
     try:
         import ml_collections
 
-        from galaxy_jax.data.sources import make_image_source
+        from galaxy_jax.data.from_config import make_image_source
 
         with open(meta) as f:
             data = ml_collections.ConfigDict(json.load(f)["config"]["data"])
@@ -215,10 +215,10 @@ def _pyplot():
 def _save_fig(fig, path):
     plt = _pyplot()
 
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    io.atomic_write_bytes(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
 
 
 def _primary(metrics):
@@ -437,7 +437,7 @@ def run_report(config, workdir: str) -> str:
             why = fn(os.path.join(fig_dir, os.path.basename(rel)))
             md += [f"**{title}**: _skipped: {why}._" if why else f"![{title}]({rel})", ""]
     text = "\n".join(md)
-    io.atomic_write_bytes(os.path.join(workdir, "report.md"), text.encode())
+    atomic.write_bytes(os.path.join(workdir, "report.md"), text.encode())
     print(f"Wrote {os.path.join(workdir, 'report.md')} ({len(runs)} runs, {len(rows)} rows)")
     return text
 
@@ -477,7 +477,7 @@ def run_export(config, workdir: str) -> str:
     ids, assign, conf, dist = cluster_table(config.run)
     workdir = prepare_workdir(workdir)
     order = np.lexsort((np.arange(len(ids)), -conf, assign))  # cluster, then confidence desc
-    buf = _io.StringIO()
+    buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     k = 0 if dist is None else dist.shape[1]
     w.writerow(["id", "cluster", "confidence"] + [f"dist_{j}" for j in range(k)])
@@ -485,6 +485,6 @@ def run_export(config, workdir: str) -> str:
         extra = [] if dist is None else [f"{d:.6g}" for d in dist[i]]
         w.writerow([ids[i], int(assign[i]), f"{conf[i]:.6f}", *extra])
     path = os.path.join(workdir, config.get("filename", "clusters.csv"))
-    io.atomic_write_bytes(path, buf.getvalue().encode())
+    atomic.write_bytes(path, buf.getvalue().encode())
     print(f"Wrote {path}: {len(ids)} rows, {int(assign.max(initial=-1)) + 1} clusters")
     return path

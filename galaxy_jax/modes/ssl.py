@@ -2,7 +2,7 @@
 
 Galaxy features without ImageNet: the backbone (Keras' Xception, or a narrower, shallower one
 through `model.width` and `model.middle_blocks`) learns from two random views of each galaxy
-(galaxy_jax/ssl.py). Labels, where the dataset has them, are never read. Data-parallel over all
+(galaxy_jax/simclr.py). Labels, where the dataset has them, are never read. Data-parallel over all
 devices: the batch is sharded along mesh axis 'data', the state is replicated (batch norm then
 normalises over the global batch, as SimCLR's does).
 
@@ -34,18 +34,12 @@ from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from galaxy_jax import ssl, weights
+from galaxy_jax import simclr, weights
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.xception import MIN_SIZE
-from galaxy_jax.train_utils import (
-    BatchSampler,
-    FiniteGuard,
-    check_run_config,
-    checkpoint_or_stop,
-    prepare_workdir,
-    write_results,
-)
+from galaxy_jax.train_loop import BatchSampler, FiniteGuard, checkpoint_or_stop
+from galaxy_jax.workdir import check_run_config, prepare_workdir, write_results
 
 # What the checkpoints depend on (checked by check_run_config on resume).
 RUN_FIELDS = ("seed", "data", "model", "optim", "augment", "temperature", "dtype")
@@ -139,7 +133,7 @@ def run_ssl(config, workdir: str) -> dict:
 
     A re-run of a finished run restores its last checkpoint and only rewrites the outputs.
     """
-    from galaxy_jax.data.sources import make_image_source
+    from galaxy_jax.data.from_config import make_image_source
     from galaxy_jax.modes.extract import DTYPES, data_mesh
 
     t0 = time.time()
@@ -154,17 +148,17 @@ def run_ssl(config, workdir: str) -> dict:
     n_dev = mesh.devices.size
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     batch_size = -(-int(config.optim.batch_size) // n_dev) * n_dev
-    model = ssl.SSLModel(
+    model = simclr.SSLModel(
         width=float(m.width),
         middle_blocks=int(m.middle_blocks),
         proj_hidden=int(m.proj_hidden),
         proj_dim=int(m.proj_dim),
         dtype=DTYPES[config.dtype],
     )
-    variables = ssl.init_variables(model, config.seed)
+    variables = simclr.init_variables(model, config.seed)
     # apply_fn is left out: the step calls `model` itself, and a bound method of a new model
     # object would make an equal state a new pytree structure (a recompile per run).
-    state = ssl.State.create(
+    state = simclr.State.create(
         apply_fn=None,
         params=variables["params"],
         tx=make_optimizer(config.optim),
@@ -179,7 +173,7 @@ def run_ssl(config, workdir: str) -> dict:
         logging.info("SSL resumes from step %d", step)
     state = jax.device_put(state, replicated)
 
-    step_fn = ssl.make_train_step(
+    step_fn = simclr.make_train_step(
         model,
         int(d.crop_size) or None,
         int(d.image_size),
@@ -212,7 +206,7 @@ def run_ssl(config, workdir: str) -> dict:
     encoder_path = os.path.join(workdir, ENCODER)
     meta = weights.save_encoder(
         encoder_path,
-        ssl.encoder_variables(state),
+        simclr.encoder_variables(state),
         {"width": model.width, "middle_blocks": model.middle_blocks},
         image_size=int(d.image_size),
         crop_size=int(d.crop_size),

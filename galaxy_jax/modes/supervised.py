@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import functools
-import io as _io
+import io
 import json
 import os
 import time
@@ -46,20 +46,14 @@ from jax.sharding import PartitionSpec as P
 from sklearn import metrics as skm
 from tqdm.auto import tqdm
 
-from galaxy_jax import io, parallel, weights
+from galaxy_jax import atomic, parallel, weights
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.preprocess import augment, preprocess
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.heads import MLPHead, XceptionBinary
 from galaxy_jax.models.xception import MIN_SIZE, Xception, init_variables
-from galaxy_jax.train_utils import (
-    BatchSampler,
-    FiniteGuard,
-    check_run_config,
-    checkpoint_or_stop,
-    prepare_workdir,
-    write_results,
-)
+from galaxy_jax.train_loop import BatchSampler, FiniteGuard, checkpoint_or_stop
+from galaxy_jax.workdir import check_run_config, prepare_workdir, write_results
 
 SPLITS = ("train", "val", "test")
 # What the checkpoints depend on (checked by check_run_config on resume).
@@ -302,9 +296,9 @@ def _finish(config, workdir, mode, ids, y, splits, predict, history, wall, t0):
         arrays.update({f"{s}_ids": np.asarray(ids)[idx], f"{s}_prob": prob, f"{s}_y": y[idx]})
         m = metrics[s]
         print(f"{mode} {s}: accuracy={m['accuracy']:.4f} roc_auc={m['roc_auc']} n={m['n']}")
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.savez(buf, **arrays)
-    io.atomic_write_bytes(os.path.join(workdir, "predictions.npz"), buf.getvalue())
+    atomic.write_bytes(os.path.join(workdir, "predictions.npz"), buf.getvalue())
     wall["total"] = time.time() - t0
     return write_results(
         workdir,
@@ -474,7 +468,7 @@ def _cnn_variables(config, model: XceptionBinary, image_size):
 
 def run_cnn(config, workdir: str) -> dict:
     """Xception fine-tuned end to end; see the module docstring."""
-    from galaxy_jax.data.sources import make_image_source
+    from galaxy_jax.data.from_config import make_image_source
     from galaxy_jax.modes.extract import DTYPES, data_mesh
 
     t0 = time.time()

@@ -30,9 +30,9 @@ import time
 
 from absl import logging
 
-from galaxy_jax import io, modes, preemption
+from galaxy_jax import atomic, modes, preemption
 from galaxy_jax.errors import UserError
-from galaxy_jax.train_utils import prepare_workdir
+from galaxy_jax.workdir import prepare_workdir
 
 SWEEP_FILE = "sweep.jsonl"
 
@@ -125,7 +125,7 @@ def _done_lines(path: str) -> set:
 
 def append_line(path: str, record: dict) -> None:
     """One JSON line, appended with a single write (atomic for lines this short)."""
-    data = (json.dumps(io._jsonable(record), sort_keys=True) + "\n").encode()
+    data = (json.dumps(atomic._jsonable(record), sort_keys=True) + "\n").encode()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)

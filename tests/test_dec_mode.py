@@ -9,7 +9,7 @@ import pytest
 from configs import mnist_dec, mnist_dec_paper, mnist_kmeans
 from galaxy_jax import preemption
 from galaxy_jax.errors import UserError
-from galaxy_jax.modes import cluster
+from galaxy_jax.modes import dec as dec_mode
 
 
 def _read(workdir):
@@ -26,7 +26,7 @@ def _paper_smoke():
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("full"))
-    cluster.run_dec(_paper_smoke(), workdir)
+    dec_mode.run_dec(_paper_smoke(), workdir)
     return workdir
 
 
@@ -49,12 +49,12 @@ def test_dec_smoke_clusters_separated_blobs(uninterrupted):
 
 
 def test_adam_recipe_smoke(tmp_path):
-    cluster.run_dec(mnist_dec.get_config("smoke"), str(tmp_path))
+    dec_mode.run_dec(mnist_dec.get_config("smoke"), str(tmp_path))
     assert _read(str(tmp_path))["metrics"]["dec"]["acc"] >= 0.95
 
 
 def test_kmeans_mode(tmp_path):
-    cluster.run_kmeans(mnist_kmeans.get_config("smoke"), str(tmp_path))
+    dec_mode.run_kmeans(mnist_kmeans.get_config("smoke"), str(tmp_path))
     assert _read(str(tmp_path))["metrics"]["kmeans_input"]["acc"] >= 0.9
 
 
@@ -80,10 +80,10 @@ def test_interrupted_and_resumed_run_is_bit_identical(
     workdir = str(tmp_path / "resumed")
     monkeypatch.setattr(preemption, "requested", _StopAt(stop_after))
     with pytest.raises(preemption.Preempted):
-        cluster.run_dec(config, workdir)
+        dec_mode.run_dec(config, workdir)
     assert not os.path.exists(os.path.join(workdir, "results.json"))
     monkeypatch.setattr(preemption, "requested", lambda: False)
-    cluster.run_dec(config, workdir)
+    dec_mode.run_dec(config, workdir)
     a, b = _read(full), _read(workdir)
     assert a["metrics"] == b["metrics"]
     np.testing.assert_array_equal(
@@ -95,8 +95,8 @@ def test_interrupted_and_resumed_run_is_bit_identical(
 def test_finished_run_is_not_redone(uninterrupted, monkeypatch):
     before = _read(uninterrupted)
     calls = []
-    monkeypatch.setattr(cluster.sae, "make_finetune_step", lambda *a: calls.append(a))
-    cluster.run_dec(_paper_smoke(), uninterrupted)
+    monkeypatch.setattr(dec_mode.sae, "make_finetune_step", lambda *a: calls.append(a))
+    dec_mode.run_dec(_paper_smoke(), uninterrupted)
     assert not calls  # every phase restored from its final checkpoint
     assert _read(uninterrupted)["metrics"] == before["metrics"]
 
@@ -116,7 +116,7 @@ def test_invalid_config_is_rejected_before_work(tmp_path, field, value, message)
     section, name = field.split(".")
     config[section][name] = value
     with pytest.raises(UserError, match=message):
-        cluster.run_dec(config, str(tmp_path / "w"))
+        dec_mode.run_dec(config, str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "w")
 
 
@@ -124,4 +124,4 @@ def test_missing_mnist_file_names_the_path(tmp_path):
     config = mnist_dec.get_config()
     config.data.path = str(tmp_path / "nope.npz")
     with pytest.raises(UserError, match="nope.npz"):
-        cluster.run_kmeans(config, str(tmp_path / "w"))
+        dec_mode.run_kmeans(config, str(tmp_path / "w"))

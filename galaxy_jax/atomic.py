@@ -59,12 +59,12 @@ def _fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
+def write_bytes(path: str, data: bytes) -> None:
     """Writes `data` to a temporary file beside `path`, fsyncs it, and renames it over `path`."""
-    _atomic_write(path, lambda f: f.write(data), os.path.basename(path))
+    _write(path, lambda f: f.write(data), os.path.basename(path))
 
 
-def _atomic_write(path: str, write, suffix: str) -> None:
+def _write(path: str, write, suffix: str) -> None:
     directory = os.path.dirname(os.path.abspath(path))
     tmp = None
     try:
@@ -99,10 +99,10 @@ def _jsonable(x):
     return x
 
 
-def atomic_write_json(path: str, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
+def write_json(path: str, obj) -> None:
+    write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
 
 
-def atomic_save_npy(path: str, array: np.ndarray) -> None:
+def save_npy(path: str, array: np.ndarray) -> None:
     """np.save through a temporary file and a rename."""
-    _atomic_write(path, lambda f: np.save(f, array), ".npy")
+    _write(path, lambda f: np.save(f, array), ".npy")

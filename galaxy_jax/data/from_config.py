@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from galaxy_jax.data.source import ImageSource
+from galaxy_jax.data.image_source import ImageSource
 from galaxy_jax.errors import UserError
 
 DATASETS = ("synthetic", "folder", "csv", "galaxy_zoo")

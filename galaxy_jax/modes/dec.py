@@ -40,14 +40,12 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from galaxy_jax import dec, dec_init, io, metrics, parallel, preemption, sae, validate
+from galaxy_jax import atomic, dec, dec_init, metrics, parallel, preemption, sae, validate
 from galaxy_jax.checkpoint import Checkpointer, NonFiniteStateError
 from galaxy_jax.data.vectors import load_vectors
 from galaxy_jax.models.autoencoder import Autoencoder
-from galaxy_jax.train_utils import (
-    BatchSampler,
-    FiniteGuard,
-    NonFiniteError,
+from galaxy_jax.train_loop import BatchSampler, FiniteGuard, NonFiniteError
+from galaxy_jax.workdir import (
     check_run_config,
     check_workdir_writable,
     prepare_workdir,
@@ -105,7 +103,7 @@ def _kmeans_assign(config, x, y, workdir, name) -> dict:
     )
     m = metrics.all_metrics(y, y_pred) if y is not None else {}
     if parallel.is_primary():
-        io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
+        atomic.save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
     _log_metrics(name, m)
     return m
 
@@ -205,7 +203,7 @@ def _train_loop(phase, state, make_step, batch_fn, global_batch, total, ckpt, co
         if step % config.checkpoint_every == 0 or step == total or stop:
             # history first: a kill between the two leaves it ahead of the checkpoint (trimmed
             # on resume), never behind it (entries lost).
-            io.atomic_write_json(hist_path, history)
+            atomic.write_json(hist_path, history)
             _save(ckpt, step, state, phase, guard, wait=stop or step == total)
         if stop:
             raise preemption.Preempted(f"{phase} stopped at step {step}; checkpoint saved")
@@ -308,11 +306,11 @@ def _init(config, z, y_vis, workdir):
         max_points=_init_sample(config),
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    import io as _io
+    import io
 
-    buf = _io.BytesIO()
+    buf = io.BytesIO()
     np.savez(buf, centres=centres, labels=labels)
-    io.atomic_write_bytes(path, buf.getvalue())
+    atomic.write_bytes(path, buf.getvalue())
     return centres, labels
 
 
@@ -360,12 +358,12 @@ def run_dec(config, workdir):
     # For the report (embedding map) and the export (distances to the centres).
     z = embed(model, state.params["ae"], x)
     if parallel.is_primary():
-        io.atomic_save_npy(os.path.join(workdir, "assignments.npy"), y_pred)
-        io.atomic_save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
-        io.atomic_save_npy(os.path.join(workdir, "embedding.npy"), z)
+        atomic.save_npy(os.path.join(workdir, "assignments.npy"), y_pred)
+        atomic.save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
+        atomic.save_npy(os.path.join(workdir, "embedding.npy"), z)
         centres = np.asarray(state.params["centres"])
-        io.atomic_save_npy(os.path.join(workdir, "centres.npy"), centres)
-        io.atomic_save_npy(os.path.join(workdir, "ids.npy"), np.asarray(data.ids).astype(str))
+        atomic.save_npy(os.path.join(workdir, "centres.npy"), centres)
+        atomic.save_npy(os.path.join(workdir, "ids.npy"), np.asarray(data.ids).astype(str))
     if y is not None:
         results_metrics["dec"] = metrics.all_metrics(y, y_pred)
         _log_metrics("DEC", results_metrics["dec"])
@@ -446,7 +444,7 @@ def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, wall, y_
     guard = FiniteGuard("dec")
 
     def save(step, wait=False, finished=False):
-        io.atomic_write_json(hist_path, history)  # first: see _train_loop
+        atomic.write_json(hist_path, history)  # first: see _train_loop
         _save(
             ckpt,
             step,
