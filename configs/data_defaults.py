@@ -14,9 +14,10 @@ KAGGLE_SAMPLE = os.path.join(_REPO, "..", "shared", "data", "galaxy_zoo_kaggle_s
 
 
 def get_data_config(name: str = "synthetic") -> ml_collections.ConfigDict:
-    """Defaults for dataset `name` in {'synthetic', 'folder', 'csv', 'galaxy_zoo'}."""
+    """Defaults for dataset `name` in {'synthetic', 'folder', 'csv', 'catalog', 'hdf5',
+    'galaxy_zoo'}."""
     d = ml_collections.ConfigDict()
-    d.name = name  # synthetic | folder | csv | galaxy_zoo
+    d.name = name  # synthetic | folder | csv | catalog | hdf5 | galaxy_zoo
     d.on_bad_input = "raise"  # raise | skip (skip lists every left-out item in a JSON report)
     d.verify_images = False  # folder/csv: decode every image once up front (finds corrupt files)
     d.decode_size = 0  # folder/csv: >0 resizes every image to this square on decode (mixed sizes)
@@ -40,6 +41,30 @@ def get_data_config(name: str = "synthetic") -> ml_collections.ConfigDict:
     d.id_column = "id"
     d.label_column = ""
     d.image_ext = ".jpg"
+
+    # catalog: a CSV or Parquet catalog, one row per galaxy (galaxy_jax/data/catalog.py); every
+    # other column (ra, dec, ...) is carried into the exports. label_column (above) is optional.
+    d.catalog_path = ""
+    d.catalog_id_column = "id_str"  # Zoobot's convention
+    d.catalog_path_column = "file_loc"  # .jpg | .png | .fits | .npy, relative to the catalog
+    d.catalog_bands = ()  # e.g. ('g', 'r', 'z'): file_loc holds '{band}', one file per band
+
+    # hdf5: a bundle read lazily by slices (galaxy_jax/data/hdf5.py); Galaxy10 DECaLS names.
+    d.hdf5_path = ""
+    d.hdf5_images = "images"
+    d.hdf5_labels = "ans"  # '' for none
+    d.hdf5_ids = ""  # '' = the row number
+    d.hdf5_class_names = ()
+
+    # FITS and flux arrays -> RGB (galaxy_jax/data/fits.py), for catalog, folder, csv and hdf5.
+    d.fits_hdu = -1  # index or EXTNAME; -1 = the first HDU holding an image
+    d.fits_channels = ()  # band index for R, G, B; () = (0,0,0) for 1 band, (2,1,0) for 3
+    d.fits_stretch = "asinh"  # asinh (AsinhStretch after a PercentileInterval) | lupton
+    d.fits_asinh_a = 0.1
+    d.fits_percentile = 99.5
+    d.fits_lupton_stretch = 0.5
+    d.fits_lupton_q = 8.0
+    d.fits_lupton_minimum = 0.0
 
     # galaxy_zoo: the TFDS build of Kaggle's Galaxy Zoo challenge (mode build_dataset).
     d.tfds_data_dir = os.path.expanduser("~/tensorflow_datasets")

@@ -4,6 +4,11 @@
   csv:     <image_dir>/<id><ext> and a CSV with an id column and an optional label column;
            without labels the data is still fine for clustering (labels None, or -1 per row).
 
+Each file may be a JPEG or PNG, a FITS cutout (galaxy_jax.data.fits: stretched to RGB), or a
+`.npy` array (uint8 [H, W] / [H, W, 3] as an image; float [H, W] / [bands, H, W] as flux,
+stretched like FITS; read with allow_pickle=False, so nothing in a user's data executes code).
+A catalog row may also name one file per band (galaxy_jax.data.catalog).
+
 Listing, duplicate ids and CSV problems are checked when the source is made. Decoding happens in
 `get`; with verify_images=True every image is decoded once up front, so corrupt files are found
 (and, with on_bad_input='skip', left out and reported) before a long run starts.
@@ -17,11 +22,60 @@ import os
 import numpy as np
 from tqdm import tqdm
 
+from galaxy_jax.data import fits
 from galaxy_jax.data.bad_input import BadInput, decode_image, read_csv
 from galaxy_jax.data.image_source import ImageSource
+from galaxy_jax.data.preprocess import to_rgb_np
 from galaxy_jax.errors import UserError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+
+
+def _resize(image: np.ndarray, size: int) -> np.ndarray:
+    from PIL import Image
+
+    if not size or image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
+
+
+def read_image_file(path, decode_size: int = 0, fits_reader=None) -> np.ndarray:
+    """One galaxy's file(s) -> [H, W, 3] uint8 (module docstring); UserError naming the file.
+
+    path: a JPEG/PNG/FITS/.npy path, or a tuple of single-band FITS/.npy paths (one per band).
+    """
+    reader = fits_reader or fits.FitsReader(fits.FitsOptions())
+    if isinstance(path, (tuple, list)):
+        bands = [
+            _npy(p) if str(p).endswith(".npy") else fits.read_bands(p, reader.options.hdu)
+            for p in path
+        ]
+        if len({b.shape[-2:] for b in bands}) > 1:
+            raise UserError(f"{', '.join(path)}: bands of different shapes")
+        image = reader.from_bands(
+            np.concatenate([b.reshape(-1, *b.shape[-2:]) for b in bands]), ",".join(path)
+        )
+    elif fits.is_fits(path):
+        image = reader(path)
+    elif str(path).lower().endswith(".npy"):
+        array = _npy(path)
+        if array.dtype == np.uint8:
+            try:
+                image = to_rgb_np(array)
+            except ValueError as e:
+                raise UserError(f"{path}: {e}") from None
+        else:
+            image = reader.from_bands(array, path)
+    else:
+        return decode_image(path, path, decode_size)
+    return _resize(image, decode_size)
+
+
+def _npy(path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:  # a pickled object array is refused, never executed
+        raise UserError(f"{path}: cannot read .npy ({type(e).__name__}: {e})") from None
 
 
 class FileDecoder:
@@ -31,12 +85,13 @@ class FileDecoder:
     square of that side (survey cutouts of mixed sizes).
     """
 
-    def __init__(self, paths, image_shape, decode_size: int = 0):
+    def __init__(self, paths, image_shape, decode_size: int = 0, fits_reader=None):
         self.paths, self.image_shape, self.decode_size = list(paths), image_shape, decode_size
+        self.fits_reader = fits_reader
 
     def decode(self, i: int) -> np.ndarray:
         path = self.paths[int(i)]
-        image = decode_image(path, path, self.decode_size)
+        image = read_image_file(path, self.decode_size, self.fits_reader)
         if image.shape != self.image_shape:
             raise UserError(
                 f"{path}: image is {image.shape[1]}x{image.shape[0]}, the dataset's first image is "
@@ -48,10 +103,10 @@ class FileDecoder:
         return np.stack([self.decode(i) for i in np.atleast_1d(np.asarray(indices))])
 
 
-def _first_shape(paths, decode_size):
+def _first_shape(paths, decode_size, fits_reader=None):
     if decode_size:
         return (decode_size, decode_size, 3)
-    return decode_image(paths[0], paths[0]).shape
+    return read_image_file(paths[0], 0, fits_reader).shape
 
 
 def _verify(paths, ids, bad: BadInput, decoder: FileDecoder) -> np.ndarray:
@@ -74,25 +129,35 @@ def _verify(paths, ids, bad: BadInput, decoder: FileDecoder) -> np.ndarray:
     return ok
 
 
-def _finish(paths, ids, labels, class_names, bad, data_config, report_path) -> ImageSource:
+def _finish(
+    paths, ids, labels, class_names, bad, data_config, report_path, columns=None, fits_reader=None
+) -> ImageSource:
+    """The ImageSource of the rows not reported bad (and, with verify_images, that decode).
+    columns: {name: [N] array} of catalog columns, kept row for row with the ids."""
     keep = np.ones(len(paths), bool)
     bad_ids = bad.bad_ids()
     keep &= np.asarray([i not in bad_ids for i in ids], bool)
-    paths = [p for p, k in zip(paths, keep, strict=True) if k]
-    ids, labels = np.asarray(ids)[keep], None if labels is None else np.asarray(labels)[keep]
+
+    def subset(mask):
+        nonlocal paths, ids, labels, columns
+        paths = [p for p, k in zip(paths, mask, strict=True) if k]
+        ids, labels = np.asarray(ids)[mask], None if labels is None else np.asarray(labels)[mask]
+        columns = None if columns is None else {k: np.asarray(v)[mask] for k, v in columns.items()}
+
+    subset(keep)
     if not paths:
         raise UserError("no usable images left after skipping bad input; see the report")
-    decoder = FileDecoder(
-        paths, _first_shape(paths, data_config.decode_size), data_config.decode_size
-    )
+    size = data_config.decode_size
+    decoder = FileDecoder(paths, _first_shape(paths, size, fits_reader), size, fits_reader)
     if data_config.verify_images:
         ok = _verify(paths, ids, bad, decoder)
         if not ok.all():
-            paths = [p for p, k in zip(paths, ok, strict=True) if k]
-            ids, labels = ids[ok], None if labels is None else labels[ok]
-            decoder = FileDecoder(paths, decoder.image_shape, data_config.decode_size)
+            subset(ok)
+            decoder = FileDecoder(paths, decoder.image_shape, size, fits_reader)
     bad.finish(report_path, kept=len(paths))
-    return ImageSource(ids.astype(str), labels, tuple(class_names), decoder, decoder.image_shape)
+    return ImageSource(
+        ids.astype(str), labels, tuple(class_names), decoder, decoder.image_shape, columns
+    )
 
 
 def make_folder_source(data_config, report_path: str | None = None) -> ImageSource:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from galaxy_jax.data.image_source import ImageSource
 from galaxy_jax.errors import UserError
 
-DATASETS = ("synthetic", "folder", "csv", "galaxy_zoo")
+DATASETS = ("synthetic", "folder", "csv", "catalog", "hdf5", "galaxy_zoo")
 
 
 def make_image_source(data_config, report_path: str | None = None) -> ImageSource:
@@ -33,6 +33,14 @@ def make_image_source(data_config, report_path: str | None = None) -> ImageSourc
         from galaxy_jax.data.folder import make_csv_source
 
         return make_csv_source(data_config, report_path)
+    if name == "catalog":
+        from galaxy_jax.data.catalog import make_catalog_source
+
+        return make_catalog_source(data_config, report_path)
+    if name == "hdf5":
+        from galaxy_jax.data.hdf5 import make_hdf5_source
+
+        return make_hdf5_source(data_config)
     if name == "galaxy_zoo":
         from galaxy_jax.data.galaxy_zoo import make_galaxy_zoo_source
 

@@ -21,6 +21,8 @@ class ImageSource:
       class_names: names of the label indices, e.g. ("elliptical", "spiral").
       get: function(indices: [B] int array) -> [B, H, W, 3] uint8 images.
       image_shape: (H, W, 3) of what `get` returns.
+      columns: {name: [N] array} of a catalog's other columns (ra, dec, ...), row for row with
+        `ids`, carried through to the exports; None when the data has none.
     """
 
     ids: np.ndarray
@@ -28,6 +30,7 @@ class ImageSource:
     class_names: tuple[str, ...]
     get: object
     image_shape: tuple[int, int, int]
+    columns: dict | None = None
 
     def __len__(self) -> int:
         return len(self.ids)
