@@ -34,7 +34,8 @@ import os
 import numpy as np
 from absl import logging
 
-from galaxy_jax import atomic
+from galaxy_jax import atomic, plots
+from galaxy_jax import runs as run_files
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import prepare_workdir
 
@@ -76,7 +77,7 @@ def read_runs(workdirs) -> list[dict]:
     runs = []
     for w in workdirs:
         w = os.path.abspath(os.path.expanduser(w))
-        results = _results(w)
+        results = run_files.results(w)
         base = os.path.basename(w)
         variant = os.path.basename(os.path.dirname(w)) if base.startswith("seed") else base
         runs.append(
@@ -88,14 +89,6 @@ def read_runs(workdirs) -> list[dict]:
             }
         )
     return runs
-
-
-def _results(workdir: str) -> dict:
-    path = os.path.join(workdir, "results.json")
-    if not os.path.isfile(path):
-        raise UserError(f"no results.json in {workdir}: that run has not finished")
-    with open(path) as f:
-        return json.load(f)
 
 
 def by_variant(runs) -> dict[str, list[dict]]:
@@ -152,73 +145,7 @@ def markdown_table(rows) -> str:
 # ---------------------------------------------------------------------------- run artefacts
 
 
-def _load_npy(workdir, name):
-    path = os.path.join(workdir, name)
-    return np.load(path) if os.path.isfile(path) else None
-
-
-def _config(results):
-    import ml_collections
-
-    return ml_collections.ConfigDict(results.get("config", {}))
-
-
-def run_labels_ids(results) -> tuple[np.ndarray | None, np.ndarray | None, str | None]:
-    """(labels [N] or None, ids [N] or None, features dir or None) of a run's data."""
-    data = results.get("config", {}).get("data", {})
-    if data.get("name") == "features":
-        path = os.path.abspath(os.path.expanduser(data.get("path", "")))
-        y, ids = _load_npy(path, "labels.npy"), _load_npy(path, "ids.npy")
-        return y, ids, path
-    if data.get("name") in ("blobs", "mnist"):
-        try:
-            from galaxy_jax.data.vectors import load_vectors
-
-            v = load_vectors(_config(results).data)
-            return v.y, v.ids, None
-        except (UserError, OSError) as e:
-            logging.warning("cannot reload the run's labels: %s", e)
-    return None, None, None
-
-
-def image_source_of(features_dir: str | None):
-    """The ImageSource the features in `features_dir` were extracted from, or (None, reason)."""
-    if not features_dir:
-        return None, "the run's data are not extracted image features"
-    meta = os.path.join(features_dir, "features_meta.json")
-    if not os.path.isfile(meta):
-        return None, f"no {meta}"
-    try:
-        import ml_collections
-
-        from galaxy_jax.data.from_config import make_image_source
-
-        with open(meta) as f:
-            data = ml_collections.ConfigDict(json.load(f)["config"]["data"])
-        return make_image_source(data, report_path=os.devnull), ""
-    except (UserError, OSError, KeyError, ValueError) as e:
-        return None, f"the images of {features_dir} are not available ({e})"
-
-
 # ---------------------------------------------------------------------------------- figures
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display, and safe from worker threads
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save_fig(fig, path):
-    plt = _pyplot()
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    atomic.write_bytes(path, buf.getvalue())
 
 
 def _primary(metrics):
@@ -230,7 +157,7 @@ def _primary(metrics):
 
 def plot_confusion(results, path) -> str:
     """Heat maps of every contingency / confusion table in results['metrics']."""
-    plt = _pyplot()
+    plt = plots.pyplot()
 
     tables = [
         (s, np.asarray(m.get("contingency", m.get("confusion"))))
@@ -248,20 +175,20 @@ def plot_confusion(results, path) -> str:
         ax.set_xlabel("true class")
         ax.set_ylabel("predicted class" if supervised else "cluster")
         ax.set_title(section)
-    _save_fig(fig, path)
+    plots.save_fig(fig, path)
     return ""
 
 
 def plot_embedding(workdir, results, labels, path, max_points, seed, iters=1000) -> str:
     """t-SNE of embedding.npy (else q.npy) on a seeded subsample, by cluster and by label."""
-    plt = _pyplot()
+    plt = plots.pyplot()
     from sklearn.manifold import TSNE
 
-    z = _load_npy(workdir, "embedding.npy")
+    z = run_files.load_npy(workdir, "embedding.npy")
     what = "embedding.npy"
     if z is None:
-        z, what = _load_npy(workdir, "q.npy"), "q.npy (no embedding.npy)"
-    assign = _load_npy(workdir, "assignments.npy")
+        z, what = run_files.load_npy(workdir, "q.npy"), "q.npy (no embedding.npy)"
+    assign = run_files.load_npy(workdir, "assignments.npy")
     if z is None or assign is None:
         return "no embedding.npy / q.npy and assignments.npy in the run"
     n = len(z)
@@ -287,18 +214,18 @@ def plot_embedding(workdir, results, labels, path, max_points, seed, iters=1000)
         ax.set_title(f"t-SNE of {what}: {name}")
         ax.set_xticks([])
         ax.set_yticks([])
-    _save_fig(fig, path)
+    plots.save_fig(fig, path)
     return ""
 
 
 def plot_montage(workdir, ids, features_dir, path, per_cluster) -> str:
     """Per cluster (rows), its `per_cluster` most confident then least confident galaxies."""
-    plt = _pyplot()
+    plt = plots.pyplot()
 
-    q = _load_npy(workdir, "q.npy")
+    q = run_files.load_npy(workdir, "q.npy")
     if q is None:
         return "no q.npy in the run"
-    source, why = image_source_of(features_dir)
+    source, why = run_files.image_source_of(features_dir)
     if source is None:
         return why
     if ids is None or len(ids) != len(q):
@@ -328,13 +255,13 @@ def plot_montage(workdir, ids, features_dir, path, per_cluster) -> str:
                 continue
             ax.imshow(source.get([src])[0])
             ax.set_title(f"c{k} {tag} {conf[i]:.2f}", fontsize=6)
-    _save_fig(fig, path)
+    plots.save_fig(fig, path)
     return ""
 
 
 def plot_curves(results, path) -> str:
     """Losses of every phase in results['history'], and DEC's changed-assignment fraction."""
-    plt = _pyplot()
+    plt = plots.pyplot()
 
     hist = results.get("history") or {}
     if not hist:
@@ -369,7 +296,7 @@ def plot_curves(results, path) -> str:
     ax_delta.set_title("DEC: changed assignments per target update; accuracy")
     if ax_delta.get_legend_handles_labels()[0]:
         ax_delta.legend(fontsize=7)
-    _save_fig(fig, path)
+    plots.save_fig(fig, path)
     return ""
 
 
@@ -406,11 +333,11 @@ def run_report(config, workdir: str) -> str:
         w = r["workdir"]
         md += [f"## {variant}", "", f"Figures from seed {r['seed']} (`{w}`).", ""]
         try:
-            results = _results(w)
+            results = run_files.results(w)
         except UserError as e:
             md += [f"_Skipped: {e}_", ""]
             continue
-        labels, ids, features_dir = run_labels_ids(results)
+        labels, ids, features_dir = run_files.run_labels_ids(results)
         if os.path.isfile(os.path.join(w, "ids.npy")):
             ids = np.load(os.path.join(w, "ids.npy"))
         name = _safe(variant)
@@ -445,17 +372,19 @@ def run_report(config, workdir: str) -> str:
 def cluster_table(run_dir: str):
     """(ids [N] str, cluster [N] int, confidence [N] float, distances [N, K] or None)."""
     run_dir = os.path.abspath(os.path.expanduser(run_dir))
-    results = _results(run_dir)
-    q = _load_npy(run_dir, "q.npy")
+    results = run_files.results(run_dir)
+    q = run_files.load_npy(run_dir, "q.npy")
     if q is None:
         raise UserError(f"no q.npy in {run_dir}: export needs a finished DEC run")
     assign = q.argmax(1)
-    ids = _load_npy(run_dir, "ids.npy")  # the run's own ids if it wrote them, else its data's
+    # The run's own ids if it wrote them, else its data's.
+    ids = run_files.load_npy(run_dir, "ids.npy")
     if ids is None:
-        _, ids, _ = run_labels_ids(results)
+        _, ids, _ = run_files.run_labels_ids(results)
     if ids is None or len(ids) != len(q):
         ids = np.arange(len(q)).astype(str)
-    z, centres = _load_npy(run_dir, "embedding.npy"), _load_npy(run_dir, "centres.npy")
+    z = run_files.load_npy(run_dir, "embedding.npy")
+    centres = run_files.load_npy(run_dir, "centres.npy")
     dist = None
     if z is not None and centres is not None:
         if z.shape[0] != len(q) or centres.shape != (q.shape[1], z.shape[1]):
