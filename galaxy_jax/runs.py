@@ -67,3 +67,47 @@ def image_source_of(features_dir: str | None):
         return make_image_source(data, report_path=os.devnull), ""
     except (UserError, OSError, KeyError, ValueError) as e:
         return None, f"the images of {features_dir} are not available ({e})"
+
+
+CATALOG_COLUMNS = "catalog_columns.parquet"  # beside features.npy: the data's catalog columns
+
+
+def catalog_columns(features_dir: str | None) -> dict | None:
+    """{name: [N] array} of the catalog columns that `extract` kept beside the features (row for
+    row with ids.npy), or None when the data had none."""
+    path = os.path.join(features_dir or "", CATALOG_COLUMNS)
+    if not features_dir or not os.path.isfile(path):
+        return None
+    import pyarrow.parquet
+
+    table = pyarrow.parquet.read_table(path)
+    return {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.column_names}
+
+
+def load_space(path: str):
+    """A searchable space: a run workdir with embedding.npy (its DEC embedding) or an `extract`
+    workdir with features.npy (streamed rows, as written).
+
+    Returns (x [N, D] array-like, ids [N] str, features dir or None, what it is).
+    """
+    from galaxy_jax.data.vectors import DiskRows
+
+    path = os.path.abspath(os.path.expanduser(path))
+    if os.path.isfile(os.path.join(path, "embedding.npy")):
+        x = np.load(os.path.join(path, "embedding.npy"))
+        _, data_ids, features_dir = run_labels_ids(results(path))
+        ids = load_npy(path, "ids.npy")
+        ids = data_ids if ids is None else ids
+        if ids is None or len(ids) != len(x):
+            ids = np.arange(len(x)).astype(str)
+        return x, np.asarray(ids).astype(str), features_dir, "DEC embedding"
+    if os.path.isfile(os.path.join(path, "features.npy")):
+        x = DiskRows(os.path.join(path, "features.npy"))
+        ids = load_npy(path, "ids.npy")
+        if ids is None or len(ids) != len(x):
+            ids = np.arange(len(x)).astype(str)
+        return x, np.asarray(ids).astype(str), path, "extracted features"
+    raise UserError(
+        f"{path} holds neither embedding.npy (a finished DEC run) nor features.npy (an extract "
+        "run): point config.space at one of those workdirs"
+    )

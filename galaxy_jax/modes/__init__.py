@@ -24,6 +24,7 @@ MODES = {
     "supervised_cnn": "galaxy_jax.modes.supervised:run_cnn",  # Xception fine-tuned end to end
     "quickstart": "galaxy_jax.modes.quickstart:run_quickstart",  # extract + DEC + report, offline
     "ssl": "galaxy_jax.modes.ssl:run_ssl",  # SimCLR pretraining of Xception, no labels, no ImageNet
+    "neighbours": "galaxy_jax.modes.neighbours:run_neighbours",  # k nearest galaxies of a query
 }
 
 
