@@ -116,8 +116,20 @@ def test_export_csv(fixed_sweep, tmp_path):
     path = report.run_export(config, str(tmp_path))
     with open(path) as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["id", "cluster", "confidence", "dist_0", "dist_1"]
+    head = ["id", "cluster", "confidence", "dist_0", "dist_1", "q_0", "q_1", "anomaly_score"]
+    assert list(rows[0])[: len(head)] == head
     assert len(rows) == N
+    import pyarrow.parquet
+
+    twin = pyarrow.parquet.read_table(tmp_path / "clusters.parquet").to_pylist()
+    assert [r["id"] for r in twin] == [r["id"] for r in rows]
+    assert [r["cluster"] for r in twin] == [int(r["cluster"]) for r in rows]
+    for r in rows:
+        assert float(r["anomaly_score"]) == pytest.approx(1 - float(r["confidence"]), abs=1e-6)
+    ranked = list(csv.DictReader(open(tmp_path / "anomalies.csv")))
+    scores = [float(r["anomaly_score"]) for r in ranked]
+    assert scores == sorted(scores, reverse=True) and len(ranked) == min(N, config.anomalies)
+    assert scores[0] == max(float(r["anomaly_score"]) for r in rows)
     clusters = [int(r["cluster"]) for r in rows]
     assert clusters == sorted(clusters)
     for k in range(K):

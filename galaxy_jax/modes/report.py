@@ -34,7 +34,7 @@ import os
 import numpy as np
 from absl import logging
 
-from galaxy_jax import atomic, plots
+from galaxy_jax import atomic, layout, plots
 from galaxy_jax import runs as run_files
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import prepare_workdir
@@ -180,9 +180,9 @@ def plot_confusion(results, path) -> str:
 
 
 def plot_embedding(workdir, results, labels, path, max_points, seed, iters=1000) -> str:
-    """t-SNE of embedding.npy (else q.npy) on a seeded subsample, by cluster and by label."""
+    """The run's 2-D map (galaxy_jax.layout: t-SNE or UMAP of embedding.npy, else q.npy, on a
+    seeded subsample), by cluster and by label."""
     plt = plots.pyplot()
-    from sklearn.manifold import TSNE
 
     z = run_files.load_npy(workdir, "embedding.npy")
     what = "embedding.npy"
@@ -192,18 +192,7 @@ def plot_embedding(workdir, results, labels, path, max_points, seed, iters=1000)
     if z is None or assign is None:
         return "no embedding.npy / q.npy and assignments.npy in the run"
     n = len(z)
-    idx = np.sort(np.random.default_rng(seed).permutation(n)[: min(n, max_points)])
-    perplexity = float(min(30.0, max(2.0, (len(idx) - 1) / 3.0)))
-    # Exact t-SNE is faster than Barnes-Hut below ~1000 points (whose threads also spin on a
-    # busy CPU); 250 iterations is sklearn's minimum.
-    xy = TSNE(
-        2,
-        perplexity=perplexity,
-        init="pca",
-        random_state=seed,
-        method="exact" if len(idx) <= 1000 else "barnes_hut",
-        max_iter=max(250, int(iters)),
-    ).fit_transform(np.asarray(z[idx], np.float32))
+    idx, xy, how = layout.layout(workdir, z, max_points, seed, iters)
     panels = [("cluster", assign[idx])]
     if labels is not None and len(labels) == n:
         panels.append(("true label", labels[idx]))
@@ -211,7 +200,7 @@ def plot_embedding(workdir, results, labels, path, max_points, seed, iters=1000)
     for ax, (name, c) in zip(axes[0], panels, strict=True):
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=c, s=4, cmap="tab10")
         ax.legend(*sc.legend_elements(), title=name, fontsize=7, loc="best")
-        ax.set_title(f"t-SNE of {what}: {name}")
+        ax.set_title(f"{'t-SNE' if how == 'tsne' else 'UMAP'} of {what}: {name}")
         ax.set_xticks([])
         ax.set_yticks([])
     plots.save_fig(fig, path)
@@ -369,23 +358,28 @@ def run_report(config, workdir: str) -> str:
     return text
 
 
-def cluster_table(run_dir: str):
-    """(ids [N] str, cluster [N] int, confidence [N] float, distances [N, K] or None)."""
+def cluster_table(run_dir: str) -> dict:
+    """The per-galaxy table of a finished DEC run, in the run's row order (that of its data):
+    {'id', 'cluster', 'confidence', 'dist_j', 'q_j', 'anomaly_score', 'map_x', 'map_y', then
+    every catalog column the data carried}, each an [N] array. dist_j (Euclidean distance of the
+    embedding to centre j) needs embedding.npy + centres.npy; map_x/map_y the run's saved 2-D
+    map (galaxy_jax.layout; NaN for rows the map sampled out)."""
     run_dir = os.path.abspath(os.path.expanduser(run_dir))
     results = run_files.results(run_dir)
     q = run_files.load_npy(run_dir, "q.npy")
     if q is None:
         raise UserError(f"no q.npy in {run_dir}: export needs a finished DEC run")
-    assign = q.argmax(1)
     # The run's own ids if it wrote them, else its data's.
     ids = run_files.load_npy(run_dir, "ids.npy")
+    _, data_ids, features_dir = run_files.run_labels_ids(results)
     if ids is None:
-        _, ids, _ = run_files.run_labels_ids(results)
+        ids = data_ids
     if ids is None or len(ids) != len(q):
         ids = np.arange(len(q)).astype(str)
+    ids = np.asarray(ids).astype(str)
+    table = {"id": ids, "cluster": q.argmax(1).astype(np.int64), "confidence": q.max(1)}
     z = run_files.load_npy(run_dir, "embedding.npy")
     centres = run_files.load_npy(run_dir, "centres.npy")
-    dist = None
     if z is not None and centres is not None:
         if z.shape[0] != len(q) or centres.shape != (q.shape[1], z.shape[1]):
             raise UserError(
@@ -394,26 +388,86 @@ def cluster_table(run_dir: str):
             )
         z64, c64 = np.asarray(z, np.float64), np.asarray(centres, np.float64)
         dist = np.sqrt(np.maximum(((z64[:, None, :] - c64[None]) ** 2).sum(-1), 0.0))
+        table.update({f"dist_{j}": dist[:, j] for j in range(dist.shape[1])})
     else:
         logging.warning("%s has no embedding.npy + centres.npy: no distance columns.", run_dir)
-    return np.asarray(ids).astype(str), assign, q.max(1), dist
+    table.update({f"q_{j}": q[:, j] for j in range(q.shape[1])})
+    # The galaxies no cluster explains: 1 - max_j q_ij (0 = fully assigned, -> 1 - 1/K = none).
+    table["anomaly_score"] = 1.0 - q.max(1)
+    xy = layout.coordinates(run_dir, len(q))
+    if xy is not None:
+        table["map_x"], table["map_y"] = xy[:, 0], xy[:, 1]
+    columns = run_files.catalog_columns(features_dir)
+    if columns:
+        feature_ids = run_files.load_npy(features_dir, "ids.npy").astype(str)
+        row_of = {g: r for r, g in enumerate(feature_ids)}
+        rows = np.asarray([row_of.get(g, -1) for g in ids])
+        for name, values in columns.items():
+            key = name if name not in table else f"catalog_{name}"
+            table[key] = np.where(rows >= 0, values[np.maximum(rows, 0)], None)
+    return table
+
+
+def _write_table(table: dict, order: np.ndarray, path: str) -> None:
+    """table rows in `order` as CSV at path and as Parquet beside it (.parquet)."""
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(list(table))
+
+    def cell(v):
+        if isinstance(v, (float, np.floating)):
+            return "" if np.isnan(v) else f"{v:.6g}"
+        return "" if v is None else v
+
+    columns = [np.asarray(v)[order] for v in table.values()]
+    for row in zip(*columns, strict=True):
+        w.writerow([cell(v) for v in row])
+    atomic.write_bytes(path, buf.getvalue().encode())
+    arrow = pa.table({k: pa.array(list(c)) for k, c in zip(table, columns, strict=True)})
+    sink = pa.BufferOutputStream()
+    pyarrow.parquet.write_table(arrow, sink)
+    atomic.write_bytes(os.path.splitext(path)[0] + ".parquet", sink.getvalue().to_pybytes())
 
 
 def run_export(config, workdir: str) -> str:
-    """Writes workdir/clusters.csv from the DEC run in config.run; returns its path."""
+    """Writes clusters.csv + clusters.parquet, and anomalies.csv + anomalies.png, from the DEC
+    run in config.run (configs/export.py); returns the CSV's path."""
     if not config.get("run"):
         raise UserError("set config.run to the workdir of a finished DEC run")
-    ids, assign, conf, dist = cluster_table(config.run)
+    table = cluster_table(config.run)
     workdir = prepare_workdir(workdir)
+    ids, assign, conf = table["id"], table["cluster"], table["confidence"]
     order = np.lexsort((np.arange(len(ids)), -conf, assign))  # cluster, then confidence desc
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    k = 0 if dist is None else dist.shape[1]
-    w.writerow(["id", "cluster", "confidence"] + [f"dist_{j}" for j in range(k)])
-    for i in order:
-        extra = [] if dist is None else [f"{d:.6g}" for d in dist[i]]
-        w.writerow([ids[i], int(assign[i]), f"{conf[i]:.6f}", *extra])
     path = os.path.join(workdir, config.get("filename", "clusters.csv"))
-    atomic.write_bytes(path, buf.getvalue().encode())
-    print(f"Wrote {path}: {len(ids)} rows, {int(assign.max(initial=-1)) + 1} clusters")
+    _write_table(table, order, path)
+    n_anomalies = min(int(config.get("anomalies", 0)), len(ids))
+    if n_anomalies:
+        worst = np.lexsort((np.arange(len(ids)), -table["anomaly_score"]))[:n_anomalies]
+        _write_table(table, worst, os.path.join(workdir, "anomalies.csv"))
+        why = _anomaly_montage(config.run, ids[worst], table, worst, workdir)
+        if why:
+            print(f"No anomalies.png: {why}")
+    print(f"Wrote {path} (+ .parquet): {len(ids)} rows, {int(assign.max(initial=-1)) + 1} clusters")
     return path
+
+
+def _anomaly_montage(run_dir, ids, table, rows, workdir) -> str:
+    results = run_files.results(os.path.abspath(os.path.expanduser(run_dir)))
+    source, why = run_files.image_source_of(run_files.run_labels_ids(results)[2])
+    if source is None:
+        return why
+    row_of = {str(i): r for r, i in enumerate(source.ids)}
+    cells = [
+        (
+            source.get([row_of[g]])[0] if g in row_of else None,
+            f"{g} c{table['cluster'][r]} {table['anomaly_score'][r]:.2f}",
+        )
+        for g, r in zip(ids, rows, strict=True)
+    ]
+    per_row = 8
+    grid = [cells[i : i + per_row] for i in range(0, len(cells), per_row)]
+    plots.image_grid(grid, os.path.join(workdir, "anomalies.png"), "least explained (1 - max q)")
+    return ""
