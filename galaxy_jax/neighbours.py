@@ -56,12 +56,13 @@ def _merge_chunk(best_d, best_i, q, chunk, n_valid, offset, *, k, metric):
         d = jnp.maximum(sq, 0.0)  # squared until the end (monotone)
     rows = jnp.arange(chunk.shape[0])
     d = jnp.where(rows[None, :] < n_valid, d, jnp.inf)
-    idx = jnp.broadcast_to(offset + rows, d.shape)
-    all_d = jnp.concatenate([best_d, d], axis=1)
-    all_i = jnp.concatenate([best_i, idx], axis=1)
-    # Sort by (distance, index): lexsort keeps the lower index first among equal distances.
-    order = jnp.lexsort((all_i, all_d), axis=1)[:, :k]
-    return jnp.take_along_axis(all_d, order, 1), jnp.take_along_axis(all_i, order, 1)
+    # top_k keeps the lower position first among equal values: within the chunk that is the
+    # lower row, and the running best (all from earlier chunks, lower rows) goes first.
+    neg, pos = jax.lax.top_k(-d, k)
+    all_d = jnp.concatenate([best_d, -neg], axis=1)
+    all_i = jnp.concatenate([best_i, offset + pos.astype(jnp.int32)], axis=1)
+    neg, pos = jax.lax.top_k(-all_d, k)
+    return -neg, jnp.take_along_axis(all_i, pos, 1)
 
 
 def _exact_euclidean(queries, database, idx):
