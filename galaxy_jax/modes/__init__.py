@@ -25,6 +25,7 @@ MODES = {
     "quickstart": "galaxy_jax.modes.quickstart:run_quickstart",  # extract + DEC + report, offline
     "ssl": "galaxy_jax.modes.ssl:run_ssl",  # SimCLR pretraining of Xception, no labels, no ImageNet
     "neighbours": "galaxy_jax.modes.neighbours:run_neighbours",  # k nearest galaxies of a query
+    "map": "galaxy_jax.modes.explore:run_map",  # interactive HTML map with thumbnails
 }
 
 
