@@ -12,12 +12,13 @@ training_solutions_rev1.csv. Variants (`configs/build_galaxy_zoo.py:ARG`):
 
 import ml_collections
 
-from configs import data_defaults
+from configs import common, data_defaults
 
 
 def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.mode = "build_dataset"
+    common.devices(config)
     config.data = data_defaults.get_data_config("galaxy_zoo")
     if arg == "clean":
         config.data.label_rule = "clean"

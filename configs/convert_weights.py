@@ -14,15 +14,15 @@ Variant `configs/convert_weights.py:smoke` never downloads (tests point weights_
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "convert_weights"
     c.seed = 0
-    c.weights = "imagenet"  # imagenet | random | path to a Keras .h5 or Flax .npz
-    c.weights_path = ""  # a local copy of the official Keras .h5; '' = cache, then download
-    c.cache_dir = ""  # '' = $GALAXY_JAX_CACHE or ~/.cache/galaxy_jax
-    c.download = True  # False: never touch the network (an error says what to fetch)
+    common.weights(c)  # weights: imagenet | random | path to a Keras .h5 or Flax .npz
+    common.devices(c)
     c.include_top = False  # True: the file with the 1000-way ImageNet classifier
     if arg == "smoke":
         c.download = False

@@ -1,7 +1,10 @@
-"""The `data` section every image config shares: `config.data = data_defaults.get_data_config()`.
+"""The `data` sections configs share. Not an experiment itself (no mode).
 
-Not an experiment itself (no mode). `galaxy_jax.data.from_config.make_image_source(config.data)`
-reads it; `name` picks the dataset and only that dataset's fields matter.
+Images: `config.data = data_defaults.get_data_config()`;
+`galaxy_jax.data.from_config.make_image_source(config.data)` reads it; `name` picks the dataset and
+only that dataset's fields matter. Vectors (`galaxy_jax.data.vectors.load_vectors`, the clustering
+and supervised_ann modes): `features_data(path)`, `blobs_data(...)`, and configs/mnist_dec.py's
+MNIST section.
 """
 
 import os
@@ -75,3 +78,21 @@ def get_data_config(name: str = "synthetic") -> ml_collections.ConfigDict:
     d.validation_fraction = 0.1  # split by a hash of GalaxyID; the rest of the data is 'train'
     d.test_fraction = 0.1
     return d
+
+
+def blobs_data(n=600, dim=32, n_clusters=4, seed=0, spread=0.5) -> ml_collections.ConfigDict:
+    """Generated Gaussian blobs (no files): the smoke variants' data."""
+    return ml_collections.ConfigDict(
+        dict(name="blobs", n=n, dim=dim, n_clusters=n_clusters, seed=seed, spread=spread)
+    )
+
+
+def features_data(path="workdirs/synthetic_features") -> ml_collections.ConfigDict:
+    """An extract (or morphology) mode's workdir as [N, D] vectors."""
+    return ml_collections.ConfigDict(
+        dict(
+            name="features",
+            path=path,
+            normalize="unit_power",  # DEC paper: mean |x|^2/d = 1 (applied as rows stream in); none
+        )
+    )

@@ -17,10 +17,13 @@ Variant `configs/export.py:smoke` exports the smoke sweep's DEC run (configs/swe
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "export"
+    common.devices(c)
     c.run = ""  # workdir of a finished DEC run
     c.filename = "clusters.csv"  # the Parquet twin takes the same name with .parquet
     c.anomalies = 24  # rows of anomalies.csv / anomalies.png; 0 for none

@@ -1,11 +1,11 @@
 """Xception ImageNet features (2048-d, global average pool) of every image of a dataset, or
-the preprocessed pixels themselves (`model='pixels'`).
+the preprocessed pixels themselves (`source='pixels'`).
 
 Run (after configs/convert_weights.py, or let it download and convert on first use):
   python main.py --config=configs/extract.py --workdir=workdirs/synthetic_features
 Pixels instead (no weights; 64x64 grayscale -> 4096-d, the "k-means/DEC on pixels" baselines):
   python main.py --config=configs/extract.py --workdir=workdirs/synthetic_pixels \
-      --config.model=pixels --config.data.image_size=64
+      --config.source=pixels --config.data.image_size=64
 Writes features.npy, ids.npy, labels.npy and features_meta.json (see galaxy_jax/modes/extract.py).
 Other data: --config.data.name=folder --config.data.folder=/path/to/images (configs/data_defaults.py
 lists the fields). On a GPU: --config.dtype=bfloat16. Test-time augmentation over the 8
@@ -16,7 +16,7 @@ Variant `configs/extract.py:pixels_smoke`: the same galaxies as 16x16 grayscale 
 
 import ml_collections
 
-from configs import data_defaults
+from configs import common, data_defaults
 
 
 def get_config(arg=None):
@@ -25,16 +25,14 @@ def get_config(arg=None):
     c.seed = 0  # only used by weights='random'
     c.data = data_defaults.get_data_config("synthetic")  # data.crop_size, data.image_size apply
 
-    # xception: 2048-d pooled features. pixels: the preprocessed image (the same centre crop,
-    # resize and [-1, 1] scaling as Xception's input), flattened to S*S (grayscale) or S*S*3.
-    c.model = "xception"
+    # The feature source. xception: 2048-d pooled features of the network in `weights` (ImageNet,
+    # random, or an `ssl` encoder). pixels: the preprocessed image (the same centre crop, resize
+    # and [-1, 1] scaling as Xception's input), flattened to S*S (grayscale) or S*S*3.
+    c.source = "xception"  # xception | pixels
     c.grayscale = True  # pixels only: one channel, the mean of R, G and B
     c.standardize = False  # pixels only: z-score each image (drops brightness and contrast)
 
-    c.weights = "imagenet"  # imagenet | random | path to a Flax .npz (convert_weights) or .h5
-    c.weights_path = ""  # a local copy of the official Keras notop .h5; '' = cache, download
-    c.cache_dir = ""  # '' = $GALAXY_JAX_CACHE or ~/.cache/galaxy_jax
-    c.download = True  # False: never touch the network (an error says what to fetch)
+    common.weights(c)  # weights, weights_path, cache_dir, download (xception only)
 
     c.batch_size = 32  # global; rounded up to a multiple of the device count
     c.tta = False  # average the features of the 8 rotations/flips of each galaxy
@@ -44,11 +42,9 @@ def get_config(arg=None):
     # fewer images for the large early feature maps than for the rest (extract.cpu_micro_batches:
     # 1 then 2 at 299 px, 2 then 8 at 128), the whole batch on accelerators; 0 = the whole batch.
     c.micro_batch = -1
-    # On a CPU: how many XLA devices to split it into, each batch sharded over them as over
-    # GPUs. -1 = one per core (4-21% faster than one device on both cores at 299 px, 2 cores);
-    # 1 = JAX's default single device. Ignored on accelerators and when XLA_FLAGS sets
-    # --xla_force_host_platform_device_count.
-    c.host_devices = -1
+    # On a CPU, one XLA device per core (4-21% faster than one device on both cores at 299 px,
+    # 2 cores); 1 = JAX's default single device. See configs/common.py devices.
+    common.devices(c, host_devices=-1)
 
     if arg == "smoke":
         c.weights = "random"
@@ -61,7 +57,7 @@ def get_config(arg=None):
         c.shard_size = 4
     elif arg == "pixels_smoke":
         c = get_config("smoke")
-        c.model = "pixels"
+        c.source = "pixels"
         c.data.image_size = 16
     elif arg:
         raise ValueError(f"unknown variant {arg!r}; use 'smoke', 'pixels_smoke' or nothing")

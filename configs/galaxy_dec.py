@@ -7,23 +7,13 @@ The autoencoder is 2048-500-500-2000-10 and there are 2 clusters (elliptical vs 
 Variant `configs/galaxy_dec.py:smoke` runs in seconds on generated blobs.
 """
 
-import ml_collections
-
-from configs import mnist_dec
+from configs import data_defaults, dec_base
 
 
 def get_config(arg=None):
-    c = mnist_dec.get_config()
-    c.data = ml_collections.ConfigDict(
-        dict(
-            name="features",
-            path="workdirs/synthetic_features",  # an extract mode's workdir
-            normalize="unit_power",  # DEC paper: mean |x|^2/d = 1 (applied as rows stream in)
-        )
-    )
+    # An extract mode's workdir; the sae and dec fields are configs/dec_base.py's.
+    c = dec_base.base_config(data_defaults.features_data("workdirs/synthetic_features"))
     c.dec.n_clusters = 2
-    # The initial k-means is fitted on at most this many rows, then assigns all (0 = all rows).
-    c.dec.init_sample = 100_000
     # Galaxy sets are small next to MNIST: fewer steps, target updated more often.
     c.sae.finetune_steps = 2000
     c.dec.update_interval = 20
@@ -34,7 +24,7 @@ def get_config(arg=None):
     # last-layer bias reaches in ~80 steps at that lr. 0.001 stays out of it (README, Galaxy DEC).
     c.dec.lr = 0.001
     if arg == "smoke":
-        mnist_dec.shrink_for_smoke(c)
+        dec_base.shrink_for_smoke(c)
     elif arg:
         raise ValueError(f"unknown variant {arg!r}; use 'smoke' or nothing")
     return c

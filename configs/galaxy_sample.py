@@ -60,10 +60,10 @@ def _sample_data(image_size):
     return d
 
 
-def _extract(model, image_size, tta=False, standardize=False):
+def _extract(source, image_size, tta=False, standardize=False):
     c = extract.get_config()
     c.data = _sample_data(image_size)
-    c.model = model
+    c.source = source
     c.grayscale = True
     c.tta = tta
     c.standardize = standardize

@@ -8,7 +8,7 @@ Run:
   python main.py --config=configs/mnist_dec_paper.py --workdir=workdirs/mnist_dec_paper/seed0
 """
 
-from configs import mnist_dec
+from configs import dec_base, mnist_dec
 
 
 def get_config(arg=None):
@@ -21,7 +21,7 @@ def get_config(arg=None):
     c.sae.layerwise_steps = 50000
     c.sae.finetune_steps = 100000
     if arg == "smoke":
-        mnist_dec.shrink_for_smoke(c)
+        dec_base.shrink_for_smoke(c)
     elif arg:
         raise ValueError(f"unknown variant {arg!r}; use 'smoke' or nothing")
     return c

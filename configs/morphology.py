@@ -16,12 +16,13 @@ galaxies, 2 workers.
 
 import ml_collections
 
-from configs import data_defaults
+from configs import common, data_defaults
 
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "morphology"
+    common.devices(c)  # statmorph runs in worker processes (`workers`), not on JAX devices
     c.data = data_defaults.get_data_config("synthetic")  # crop_size/image_size do not apply
 
     c.workers = 0  # worker processes; 0 = os.cpu_count()

@@ -9,15 +9,21 @@ workdir and prints the accuracy table. Each stage resumes; re-running does nothi
 Variant `configs/quickstart.py:smoke`: 24 tiny galaxies, seconds of training (tests).
 """
 
+import os
+
 import ml_collections
 
-from configs import extract
+from configs import common, extract
 
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "quickstart"
     c.seed = 0
+    common.devices(c)  # the top-level value counts (extract.host_devices is not read)
+    # Where the sweep (sweep.py:galaxy, hence galaxy_dec.py) and report (report.py) configs of
+    # the stages are found; default: this file's directory.
+    c.config_dir = os.path.dirname(os.path.abspath(__file__))
     # auto: ImageNet if its converted file is cached (configs/convert_weights.py), else a seeded
     # random network (printed, and recorded as results' `weights`); never downloads.
     # imagenet | random | a .npz path force one.

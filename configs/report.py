@@ -11,10 +11,13 @@ workdirs/sweep_smoke first).
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "report"
+    common.devices(c)
     c.title = "galaxy_jax results"
     c.sweep = "workdirs/sweep_galaxy/sweep.jsonl"  # a sweep.jsonl; '' to use `runs`
     c.runs = ()  # run workdirs (each with results.json) when there is no sweep file

@@ -18,15 +18,15 @@ Variant `configs/ssl.py:smoke`: 16 small synthetic galaxies, a tiny network, 12 
 
 import ml_collections
 
-from configs import data_defaults
+from configs import common, data_defaults
 
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "ssl"
     c.seed = 0  # initialisation, views and batch order
-    c.log_every = 10
-    c.checkpoint_every = 200
+    common.cadence(c, log_every=10, checkpoint_every=200)
+    common.devices(c)
 
     c.data = data_defaults.get_data_config("synthetic")  # crop_size, image_size apply
     c.data.image_size = 128

@@ -15,6 +15,8 @@ Every size over 5 seeds: configs/sweep.py:ann.
 
 import ml_collections
 
+from configs import common, data_defaults
+
 HIDDEN = {"small": (256,), "medium": (512, 128), "large": (1024, 512, 128)}
 
 
@@ -22,11 +24,11 @@ def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "supervised_ann"
     c.seed = 0  # initialisation, dropout and batch order (not the split)
-    c.log_every = 50
-    c.eval_every = 200  # steps between validation accuracies in the history; 0 = never
-    c.checkpoint_every = 1000
+    # eval_every: steps between validation accuracies in the history; 0 = never
+    common.cadence(c, log_every=50, checkpoint_every=1000, eval_every=200)
+    common.devices(c)
 
-    c.data = ml_collections.ConfigDict(dict(name="features", path="workdirs/synthetic_features"))
+    c.data = data_defaults.features_data("workdirs/synthetic_features")
     c.standardize = True  # z-score each feature with train-split statistics
 
     c.split = ml_collections.ConfigDict()
@@ -47,15 +49,14 @@ def get_config(arg=None):
 
     c.optim = ml_collections.ConfigDict()
     c.optim.lr = 1e-3  # Adam
+    c.optim.schedule = "constant"  # constant | cosine (decays lr to 0 at optim.steps)
     c.optim.batch_size = 64
     c.optim.steps = 2000
 
     if arg in HIDDEN:
         c.model.hidden = HIDDEN[arg]
     elif arg == "smoke":
-        c.data = ml_collections.ConfigDict(
-            dict(name="blobs", n=200, dim=16, n_clusters=2, seed=0, spread=0.5)
-        )
+        c.data = data_defaults.blobs_data(n=200, dim=16, n_clusters=2)
         c.model.hidden = (16,)
         c.optim.batch_size = 32
         c.optim.steps = 40

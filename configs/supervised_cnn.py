@@ -15,23 +15,20 @@ Variant `configs/supervised_cnn.py:smoke`: 16 small synthetic galaxies at 71x71,
 
 import ml_collections
 
-from configs import data_defaults
+from configs import common, data_defaults
 
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "supervised_cnn"
     c.seed = 0  # head initialisation, augmentation and batch order (not the split)
-    c.log_every = 20
-    c.eval_every = 0  # steps between validation accuracies (a pass over val); 0 = never
-    c.checkpoint_every = 200
+    # eval_every: steps between validation accuracies (a pass over val); 0 = never
+    common.cadence(c, log_every=20, checkpoint_every=200, eval_every=0)
+    common.devices(c)
 
     c.data = data_defaults.get_data_config("synthetic")  # crop_size, image_size apply
 
-    c.weights = "imagenet"  # imagenet | random | path to a Flax .npz or Keras .h5 (no top)
-    c.weights_path = ""  # a local copy of the official Keras notop .h5; '' = cache, download
-    c.cache_dir = ""
-    c.download = True
+    common.weights(c)  # weights: imagenet | random | a Flax .npz (e.g. an ssl encoder) or .h5
     c.dtype = "float32"  # float32 | bfloat16 (accelerators)
 
     c.split = ml_collections.ConfigDict()
@@ -47,7 +44,6 @@ def get_config(arg=None):
     c.split.csv_test = "validation"
 
     c.model = ml_collections.ConfigDict()  # Xception + Dense(1)
-    c.model.head = "dense"
     # A smaller Xception of the same design (galaxy_jax/models/xception.py), for weights='random'
     # only: a weights file fixes the architecture, and other values are then an error.
     c.model.width = 1.0  # channel multiplier (1.0 = Keras' Xception; 0.25 = 0.73M parameters

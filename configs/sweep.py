@@ -19,7 +19,11 @@ Variants (`configs/sweep.py:ARG`):
   smoke    k-means and DEC on generated blobs, 2 seeds, seconds (tests)
 """
 
+import os
+
 import ml_collections
+
+from configs import common
 
 SEEDS = (0, 1, 2, 3, 4)
 
@@ -50,11 +54,17 @@ PREPROCESS = {
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "sweep"
+    common.devices(c)
+    # Where `base` and each variant's `config` are found (galaxy_jax.modes.sweep.load_config):
+    # a short name 'galaxy_dec' or 'mnist_dec:smoke' is <config_dir>/galaxy_dec.py; a path
+    # 'configs/mnist_dec.py:smoke' is read from the current directory, else its file name from
+    # config_dir. Default: this file's directory.
+    c.config_dir = os.path.dirname(os.path.abspath(__file__))
     c.seeds = SEEDS
     c.common = ""  # overrides for every variant, 'FIELD=VALUE,...' (e.g. 'data.path=workdirs/f')
     arg = arg or "galaxy"
     if arg == "galaxy":
-        c.base = "galaxy_dec"  # a configs/ module, optionally with ':ARG'
+        c.base = "galaxy_dec"  # a config of config_dir, optionally with ':ARG'
         # Each: a unique name, optionally `config` (another base) and dotted overrides.
         c.variants = GALAXY_VARIANTS
     elif arg == "preprocess":

@@ -1,8 +1,13 @@
-"""Up-front checks of a clustering config (modes kmeans, pretrain, dec), before any heavy work.
+"""Up-front checks of a config, one validator per mode, before any heavy work.
 
-`config_fields` reads only the config and the file system (it creates nothing), so a bad value
-fails in well under a second and leaves no workdir behind. `vectors` checks what needs the data
-itself. Every message starts with the field's name, `config.<section>.<field>`.
+`for_mode(config)` runs the validator of config.mode (VALIDATORS): each reads only the config
+and the file system (it creates nothing), so a bad value fails in well under a second and leaves
+no workdir behind. Every message starts with the field's name, `config.<section>.<field>`. The
+configs declare every field a mode reads (configs/common.py, configs/dec_base.py), so the
+validators read them directly, with no defaults of their own.
+
+Clustering (kmeans, pretrain, dec): `clustering` (= `config_fields`); `vectors` and `labels`
+check what needs the loaded data itself.
 """
 
 from __future__ import annotations
@@ -11,11 +16,15 @@ import math
 import os
 
 from galaxy_jax.data.vectors import DATASETS
-from galaxy_jax.dec_init import DEFAULT_INIT_SAMPLE, INITS, WARD_MAX_N, visible_labels
+from galaxy_jax.dec_init import INITS, WARD_MAX_N, visible_labels
 from galaxy_jax.errors import UserError
+from galaxy_jax.models.xception import MIN_SIZE
 
 OPTIMIZERS = ("sgd", "adam")
 NORMALIZE = ("unit_power", "scale01")
+FEATURE_SOURCES = ("xception", "pixels")  # extract's `source`
+DTYPES = ("float32", "bfloat16")
+SCHEDULES = ("constant", "cosine")  # supervised optim.schedule
 
 
 def _need(ok: bool, field: str, msg: str) -> None:
@@ -28,8 +37,9 @@ def _number(v) -> bool:
 
 
 def config_fields(config) -> None:
-    """Raises UserError naming the first bad field of the clustering config."""
+    """Modes kmeans, pretrain and dec: raises UserError naming the first bad field."""
     s, d = config.sae, config.dec
+    host_devices(config)
     _need(
         isinstance(config.seed, int) and config.seed >= 0,
         "seed",
@@ -78,19 +88,24 @@ def config_fields(config) -> None:
 
 
 def dec_variant_fields(d) -> None:
-    """dec.init, dec.label_fraction, dec.supervised_weight, dec.gamma (absent = the paper's)."""
-    init = d.get("init", "kmeans")
+    """dec.init, dec.init_sample, dec.label_fraction, dec.supervised_weight, dec.gamma."""
+    init = d.init
     _need(init in INITS, "dec.init", f"must be one of {INITS}, got {init!r}")
-    fraction = d.get("label_fraction", 0.0)
+    _need(
+        isinstance(d.init_sample, int) and d.init_sample >= 0,
+        "dec.init_sample",
+        f"must be >= 0 (0 = every row), got {d.init_sample}",
+    )
+    fraction = d.label_fraction
     _need(
         _number(fraction) and 0.0 <= fraction <= 1.0,
         "dec.label_fraction",
         f"must be in [0, 1], got {fraction!r}",
     )
     for field in ("supervised_weight", "gamma"):
-        v = d.get(field, 0.0)
+        v = d[field]
         _need(_number(v) and v >= 0, f"dec.{field}", f"must be a finite number >= 0, got {v!r}")
-    if init == "labels" or d.get("supervised_weight", 0.0):
+    if init == "labels" or d.supervised_weight:
         what = "init='labels'" if init == "labels" else "supervised_weight > 0"
         _need(fraction > 0, "dec.label_fraction", f"must be > 0 with dec.{what}, got {fraction}")
 
@@ -105,7 +120,7 @@ def data_fields(data) -> None:
                 f"MNIST file not found: {path}. Set --config.data.path to a Keras-format "
                 "mnist.npz (keys x_train, y_train, x_test, y_test)."
             )
-        normalize = data.get("normalize", "unit_power")
+        normalize = data.normalize
         _need(normalize in NORMALIZE, "data.normalize", f"must be one of {NORMALIZE}")
     elif data.name == "features":
         path = os.path.abspath(os.path.expanduser(data.path))
@@ -115,7 +130,7 @@ def data_fields(data) -> None:
             f"no features.npy in {path}: run the extract mode with --workdir={path} first, "
             "or point data.path at its workdir.",
         )
-        normalize = data.get("normalize", "unit_power")
+        normalize = data.normalize
         _need(
             normalize in ("unit_power", "none"),
             "data.normalize",
@@ -124,7 +139,7 @@ def data_fields(data) -> None:
     else:  # blobs
         for field in ("n", "dim", "n_clusters"):
             _need(data[field] > 0, f"data.{field}", f"must be > 0, got {data[field]}")
-        spread = data.get("spread", 1.0)
+        spread = data.spread
         _need(_number(spread) and spread >= 0, "data.spread", f"must be >= 0, got {spread}")
 
 
@@ -134,9 +149,9 @@ def vectors(config, x) -> None:
     k = config.dec.n_clusters
     _need(n >= k, "dec.n_clusters", f"{k} clusters need at least {k} examples; the data has {n}")
     _need(dim >= 1, "data", f"the vectors have no features (shape {x.shape})")
-    sample = config.dec.get("init_sample", DEFAULT_INIT_SAMPLE)
+    sample = config.dec.init_sample
     _need(sample >= 0, "dec.init_sample", f"must be >= 0 (0 = every row), got {sample}")
-    if config.dec.get("init", "kmeans") == "ward":
+    if config.dec.init == "ward":
         fitted = min(n, sample) if sample else n
         _need(
             fitted <= WARD_MAX_N,
@@ -151,10 +166,10 @@ def labels(config, y) -> None:
 
     Reads only the visible labels (dec_init.visible_labels), as training does."""
     d = config.dec
-    if not (d.get("init", "kmeans") == "labels" or d.get("supervised_weight", 0.0)):
+    if not (d.init == "labels" or d.supervised_weight):
         return
     _need(y is not None, "dec.label_fraction", "the data are unlabelled; labels cannot be used")
-    if d.get("init", "kmeans") == "labels":
+    if d.init == "labels":
         y_vis = visible_labels(y, d.label_fraction, config.seed)
         seen = sorted(set(y_vis[y_vis >= 0].tolist()))
         _need(
@@ -164,3 +179,306 @@ def labels(config, y) -> None:
             f"labels must be exactly the classes 0..{d.n_clusters - 1}; they are {seen} "
             "(change dec.n_clusters, or raise dec.label_fraction)",
         )
+
+
+clustering = config_fields
+
+
+# --------------------------------------------------------------------------- shared fields
+
+
+def host_devices(config) -> None:
+    """config.host_devices: -1 (one XLA device per CPU core) or >= 1 (configs/common.py)."""
+    v = config.host_devices
+    _need(
+        isinstance(v, int) and not isinstance(v, bool) and (v == -1 or v >= 1),
+        "host_devices",
+        f"must be -1 (one per core) or >= 1, got {v!r}",
+    )
+
+
+def _positive(config, *fields: str) -> None:
+    for field in fields:
+        v = _get(config, field)
+        _need(_number(v) and v > 0, field, f"must be > 0, got {v!r}")
+
+
+def _at_least(config, lo, *fields: str) -> None:
+    for field in fields:
+        v = _get(config, field)
+        _need(_number(v) and v >= lo, field, f"must be >= {lo}, got {v!r}")
+
+
+def _get(config, dotted: str):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
+def _one_of(config, field: str, allowed: tuple) -> None:
+    v = _get(config, field)
+    _need(v in allowed, field, f"must be one of {allowed}, got {v!r}")
+
+
+def cadence(config, eval_every: bool = False) -> None:
+    """log_every and checkpoint_every > 0; eval_every >= 0 (0 = never) where the mode has it."""
+    _positive(config, "log_every", "checkpoint_every")
+    if eval_every:
+        _at_least(config, 0, "eval_every")
+
+
+def weights_fields(config) -> None:
+    """weights (imagenet | random | a path), weights_path, cache_dir, download; files are checked
+    where they are read (galaxy_jax.weights)."""
+    w = config.weights
+    _need(
+        isinstance(w, str) and bool(w),
+        "weights",
+        f"must be 'imagenet', 'random' or a path to a .npz or .h5, got {w!r}",
+    )
+    for field in ("weights_path", "cache_dir"):
+        _need(isinstance(config[field], str), field, f"must be a string, got {config[field]!r}")
+    _need(isinstance(config.download, bool), "download", "must be True or False")
+
+
+def image_size(config, minimum: int = MIN_SIZE) -> None:
+    """data.image_size >= minimum (by default Xception's smallest input, 71); crop_size >= 0."""
+    d = config.data
+    _need(
+        isinstance(d.image_size, int) and d.image_size >= minimum,
+        "data.image_size",
+        f"must be at least {minimum}, got {d.image_size}",
+    )
+    _need(d.crop_size >= 0, "data.crop_size", f"must be >= 0 (0 = no crop), got {d.crop_size}")
+
+
+# ------------------------------------------------------------------------------ the modes
+
+
+def extract(config) -> None:
+    """Mode extract: source, the image sizes it needs, batch and shard sizes, dtype, weights."""
+    host_devices(config)
+    _one_of(config, "source", FEATURE_SOURCES)
+    image_size(config, MIN_SIZE if config.source == "xception" else 1)
+    _one_of(config, "dtype", DTYPES)
+    _positive(config, "batch_size", "shard_size")
+    _at_least(config, -1, "micro_batch")
+    for field in ("grayscale", "standardize", "tta"):
+        _need(
+            isinstance(config[field], bool), field, f"must be True or False, got {config[field]!r}"
+        )
+    if config.source == "xception":
+        weights_fields(config)
+
+
+def convert_weights(config) -> None:
+    """Mode convert_weights."""
+    host_devices(config)
+    weights_fields(config)
+    _need(
+        isinstance(config.include_top, bool),
+        "include_top",
+        f"must be True or False, got {config.include_top!r}",
+    )
+
+
+def ssl(config) -> None:
+    """Mode ssl (SimCLR): the checks of galaxy_jax.modes.ssl._check_config, same messages."""
+    host_devices(config)
+    d, m, o, a = config.data, config.model, config.optim, config.augment
+    checks = [
+        (d.image_size >= MIN_SIZE, "data.image_size", f"must be >= {MIN_SIZE}"),
+        (m.width > 0, "model.width", "must be > 0"),
+        (0 <= m.middle_blocks <= 8, "model.middle_blocks", "must be in [0, 8]"),
+        (m.proj_hidden > 0 and m.proj_dim > 0, "model.proj_dim", "widths must be > 0"),
+        (config.temperature > 0, "temperature", "must be > 0"),
+        (o.lr > 0, "optim.lr", "must be > 0"),
+        (o.batch_size >= 2, "optim.batch_size", "must be >= 2 (negatives come from the batch)"),
+        (o.steps >= 1, "optim.steps", "must be >= 1"),
+        (o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0"),
+        (config.log_every > 0, "log_every", "must be > 0"),
+        (config.checkpoint_every > 0, "checkpoint_every", "must be > 0"),
+        (0 < a.min_zoom <= a.max_zoom, "augment.min_zoom", "must be in (0, max_zoom]"),
+        (0 < a.min_flux <= a.max_flux, "augment.min_flux", "must be in (0, max_flux]"),
+        (a.max_noise >= 0 and a.max_blur >= 0, "augment.max_noise", "and max_blur must be >= 0"),
+        (config.dtype in DTYPES, "dtype", "must be float32 or bfloat16"),
+    ]
+    for ok, field, msg in checks:
+        _need(ok, field, msg)
+
+
+def _split(config) -> None:
+    sp = config.split
+    for field in ("val_fraction", "test_fraction"):
+        v = sp[field]
+        _need(_number(v) and 0.0 <= v < 1.0, f"split.{field}", f"must be in [0, 1), got {v!r}")
+    if not sp.csv:
+        total = sp.val_fraction + sp.test_fraction
+        _need(total < 1.0, "split.val_fraction", f"+ split.test_fraction must be < 1, got {total}")
+    else:
+        path = os.path.abspath(os.path.expanduser(sp.csv))
+        _need(os.path.isfile(path), "split.csv", f"no such file {path}")
+
+
+def _supervised(config) -> None:
+    host_devices(config)
+    cadence(config, eval_every=True)
+    _split(config)
+    _one_of(config, "optim.schedule", SCHEDULES)
+    _positive(config, "optim.lr", "optim.batch_size", "optim.steps")
+
+
+def supervised_ann(config) -> None:
+    """Mode supervised_ann: a vector dataset (as the clustering modes'), split, MLP, Adam."""
+    _supervised(config)
+    data_fields(config.data)
+    hidden = tuple(config.model.hidden)
+    _need(
+        all(isinstance(h, int) and h > 0 for h in hidden),
+        "model.hidden",
+        f"must be positive layer widths, e.g. (512, 128); got {hidden}",
+    )
+    v = config.model.dropout
+    _need(_number(v) and 0.0 <= v < 1.0, "model.dropout", f"must be in [0, 1), got {v}")
+
+
+def supervised_cnn(config) -> None:
+    """Mode supervised_cnn. Whether model.width/middle_blocks fit `weights` needs the weights'
+    JSON and stays in galaxy_jax.modes.supervised.cnn_architecture."""
+    _supervised(config)
+    image_size(config)
+    weights_fields(config)
+    _one_of(config, "dtype", DTYPES)
+    _positive(config, "eval_batch_size")
+    m = config.model
+    width, blocks = m.width, m.middle_blocks
+    _need(_number(width) and width > 0, "model.width", f"must be a number > 0, got {width!r}")
+    _need(
+        isinstance(blocks, int) and not isinstance(blocks, bool) and 0 <= blocks <= 8,
+        "model.middle_blocks",
+        f"must be an integer in [0, 8], got {blocks!r}",
+    )
+    _at_least(config, 0, "augment.max_angle_deg", "augment.max_brightness")
+    _at_least(config, 1, "augment.max_zoom")
+
+
+def morphology(config) -> None:
+    """Mode morphology (galaxy_jax/morphology.py measures)."""
+    host_devices(config)
+    _at_least(config, 0, "workers", "asinh_stretch")
+    _positive(config, "chunk_size", "threshold_sigma", "min_pixels")
+    _at_least(config, 1, "downsample")
+    v = config.border
+    _need(_number(v) and 0 < v < 0.5, "border", f"must be in (0, 0.5), got {v!r}")
+    v = config.crop_fraction
+    _need(_number(v) and 0 < v <= 1, "crop_fraction", f"must be in (0, 1], got {v!r}")
+    _need(isinstance(config.tta, bool), "tta", f"must be True or False, got {config.tta!r}")
+
+
+BUILDABLE = ("galaxy_zoo", "folder", "csv", "synthetic")
+
+
+def build_dataset(config) -> None:
+    """Mode build_dataset."""
+    host_devices(config)
+    _one_of(config, "data.name", BUILDABLE)
+
+
+def report(config) -> None:
+    """Mode report: a sweep file or run workdirs, and the figures' sizes."""
+    host_devices(config)
+    _need(
+        bool(config.sweep) or bool(config.runs),
+        "sweep",
+        "set config.sweep (a sweep.jsonl) or config.runs (run workdirs)",
+    )
+    _positive(config, "tsne_max_points")
+    _at_least(config, 250, "tsne_iters")
+    _at_least(config, 0, "montage_per_cluster")
+
+
+def export(config) -> None:
+    """Mode export."""
+    host_devices(config)
+    _need(bool(config.run), "run", "set config.run to the workdir of a finished DEC run")
+    _need(
+        bool(config.filename) and os.sep not in config.filename,
+        "filename",
+        f"must be a file name, got {config.filename!r}",
+    )
+
+
+def sweep(config) -> None:
+    """Mode sweep: its own fields (each run's config is checked by its mode when it runs)."""
+    host_devices(config)
+    _need(bool(config.base), "base", "must name a config, e.g. 'galaxy_dec' or 'mnist_dec:smoke'")
+    seeds = tuple(config.seeds)
+    _need(
+        len(seeds) > 0 and all(isinstance(s, int) and s >= 0 for s in seeds),
+        "seeds",
+        f"must be integers >= 0, at least one; got {seeds}",
+    )
+    _need(isinstance(config.common, str), "common", "must be 'FIELD=VALUE,...'")
+    _need(
+        os.path.isdir(os.path.expanduser(config.config_dir)),
+        "config_dir",
+        f"no such directory {config.config_dir!r}",
+    )
+    names = [dict(v).get("name") for v in config.variants]
+    for name in names:
+        _need(
+            isinstance(name, str) and bool(name) and "/" not in name and names.count(name) == 1,
+            "variants",
+            f"each sweep variant needs a unique name without '/': {name!r}",
+        )
+
+
+def quickstart(config) -> None:
+    """Mode quickstart: its weights choice, seeds, the extract stage and the report's sizes."""
+    host_devices(config)
+    _need(bool(config.weights), "weights", "must be auto, imagenet, random or a path to a .npz")
+    seeds = tuple(config.seeds)
+    _need(
+        len(seeds) > 0 and all(isinstance(s, int) and s >= 0 for s in seeds),
+        "seeds",
+        f"must be integers >= 0, at least one; got {seeds}",
+    )
+    _need(
+        os.path.isdir(os.path.expanduser(config.config_dir)),
+        "config_dir",
+        f"no such directory {config.config_dir!r}",
+    )
+    ex = config.extract.copy_and_resolve_references()
+    with ex.unlocked():
+        ex.weights = "random" if config.weights == "auto" else config.weights
+    try:
+        extract(ex)
+    except UserError as e:  # name the field as the quick start's
+        raise UserError(str(e).replace("config.", "config.extract.", 1)) from e
+    _positive(config, "report.tsne_max_points")
+    _at_least(config, 250, "report.tsne_iters")
+    _at_least(config, 0, "report.montage_per_cluster")
+
+
+VALIDATORS = {
+    "kmeans": clustering,
+    "pretrain": clustering,
+    "dec": clustering,
+    "convert_weights": convert_weights,
+    "extract": extract,
+    "morphology": morphology,
+    "build_dataset": build_dataset,
+    "sweep": sweep,
+    "report": report,
+    "export": export,
+    "supervised_ann": supervised_ann,
+    "supervised_cnn": supervised_cnn,
+    "quickstart": quickstart,
+    "ssl": ssl,
+}
+
+
+def for_mode(config) -> None:
+    """Runs the validator of config.mode; raises UserError naming the first bad field."""
+    _need(config.mode in VALIDATORS, "mode", f"must be one of {sorted(VALIDATORS)}")
+    VALIDATORS[config.mode](config)

@@ -17,12 +17,11 @@ import subprocess
 import sys
 import time
 
-import ml_collections
 import numpy as np
 import pytest
 from conftest import ROOT, start_main, stderr_of
 
-from configs import mnist_dec
+from configs import data_defaults, mnist_dec
 from galaxy_jax import atomic, checkpoint, modes
 from galaxy_jax.errors import UserError
 from galaxy_jax.modes import dec as dec_mode
@@ -393,7 +392,7 @@ def test_unknown_mode_and_bad_workdir_are_rejected(tmp_path):
         dec_mode.run_kmeans(mnist_dec.get_config("smoke"), str(blocker / "w"))
     missing = tmp_path / "nofeatures"
     config = mnist_dec.get_config("smoke")
-    config.data = ml_collections.ConfigDict({"name": "features", "path": str(missing)})
+    config.data = data_defaults.features_data(str(missing))
     with pytest.raises(UserError, match="config.data.path: no features.npy"):
         dec_mode.run_kmeans(config, str(tmp_path / "w"))
     assert sorted(os.listdir(tmp_path)) == ["file"]
@@ -430,7 +429,7 @@ def _features_dir(path, nan_row=None, value=np.nan):
 def test_nonfinite_features_stop_before_training_naming_file_and_row(tmp_path, value):
     config = mnist_dec.get_config("smoke")
     path = _features_dir(tmp_path / "f", 7, value)
-    config.data = ml_collections.ConfigDict({"name": "features", "path": path})
+    config.data = data_defaults.features_data(path)
     with pytest.raises(UserError, match=r"features.npy row 7 \(id g7\) column 3 is (nan|inf)"):
         dec_mode.run_dec(config, str(tmp_path / "w"))
     assert not (tmp_path / "w").exists()

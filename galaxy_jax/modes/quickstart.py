@@ -19,7 +19,7 @@ import copy
 import os
 import time
 
-from galaxy_jax import atomic, weights
+from galaxy_jax import atomic, validate, weights
 from galaxy_jax.modes import report, sweep
 from galaxy_jax.modes.extract import run_extract
 from galaxy_jax.workdir import prepare_workdir, versions
@@ -46,6 +46,7 @@ def resolve_weights(config) -> tuple[str, str]:
 
 def run_quickstart(config, workdir: str) -> dict:
     t_start = time.time()
+    validate.quickstart(config)  # before the workdir exists
     workdir = prepare_workdir(workdir)
     wall = {}
     w, weights_desc = resolve_weights(config)
@@ -60,7 +61,7 @@ def run_quickstart(config, workdir: str) -> dict:
 
     t0 = time.time()
     overrides = {"data.path": features_dir, **sweep.parse_common(config.dec_overrides)}
-    sw = sweep.load_config("sweep:galaxy")
+    sw = sweep.load_config("sweep:galaxy", config.config_dir)
     sw.seeds = tuple(config.seeds)
     sw.variants = (
         {"name": "kmeans_features", "mode": "kmeans", **overrides},
@@ -71,7 +72,7 @@ def run_quickstart(config, workdir: str) -> dict:
     wall["sweep"] = time.time() - t0
 
     t0 = time.time()
-    rc = sweep.load_config("report")
+    rc = sweep.load_config("report", config.config_dir)
     rc.update(config.report.to_dict())
     rc.sweep = os.path.join(workdir, "sweep", sweep.SWEEP_FILE)
     rc.title = f"galaxy_jax quick start (Xception weights: {weights_desc})"

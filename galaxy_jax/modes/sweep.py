@@ -1,10 +1,11 @@
 """Mode `sweep`: every (variant, seed) of an experiment, in this process, resumable.
 
-The sweep config names a base config (`base`, e.g. 'galaxy_dec' or 'mnist_dec:smoke', a module
-of configs/ plus its optional get_config argument), a list of `variants` and the `seeds`. Each
-variant is a dict: `name`, optionally `config` (another base for this variant only, so a sweep
-can set k-means beside DEC) and dotted overrides such as {'dec.alpha': 2.0}. The run of
-(variant, seed) has the workdir <workdir>/<variant>/seed<N> and config.seed = N.
+The sweep config names a base config (`base`, e.g. 'galaxy_dec' or 'mnist_dec:smoke': a config
+file of `config_dir` plus its optional get_config argument; see `load_config`), a list of
+`variants` and the `seeds`. Each variant is a dict: `name`, optionally `config` (another base for
+this variant only, so a sweep can set k-means beside DEC) and dotted overrides such as
+{'dec.alpha': 2.0}. The run of (variant, seed) has the workdir <workdir>/<variant>/seed<N> and
+config.seed = N.
 
 Resuming: a run whose results.json exists is done and is not run again (even if the sweep
 config has changed since: use a new workdir for a changed sweep); a run that was cut
@@ -22,7 +23,7 @@ between runs (or during a run with no step loop, such as k-means) stops before t
 from __future__ import annotations
 
 import ast
-import importlib
+import importlib.util
 import json
 import os
 import re
@@ -30,21 +31,53 @@ import time
 
 from absl import logging
 
-from galaxy_jax import atomic, modes, preemption
+from galaxy_jax import atomic, modes, preemption, validate
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import prepare_workdir
 
 SWEEP_FILE = "sweep.jsonl"
 
 
-def load_config(spec: str):
-    """'mnist_dec', 'mnist_dec:smoke' or 'configs/mnist_dec.py:smoke' -> its ConfigDict."""
-    name, _, arg = str(spec).partition(":")
-    name = os.path.splitext(os.path.basename(name))[0]
-    try:
-        module = importlib.import_module(f"configs.{name}")
-    except ImportError as e:
-        raise UserError(f"sweep base {spec!r}: no config module configs/{name}.py ({e})") from e
+def config_path(spec: str, config_dir: str | None = None) -> str:
+    """The file of config `spec` ('mnist_dec', 'mnist_dec:smoke', 'configs/mnist_dec.py:smoke').
+
+    A short name is <config_dir>/<name>.py, else ./configs/<name>.py; a path (one with '/' or
+    '.py') is read as given (absolute, or from the current directory), else its file name from
+    config_dir. Raises UserError naming every place looked in."""
+    name = str(spec).partition(":")[0]
+    if not name:
+        raise UserError(f"config {spec!r}: no config name")
+    if name.endswith(".py") or "/" in name or os.sep in name:
+        candidates = [name]
+        if config_dir and not os.path.isabs(name):
+            candidates.append(os.path.join(config_dir, os.path.basename(name)))
+    else:
+        candidates = [os.path.join(config_dir, f"{name}.py")] if config_dir else []
+        candidates.append(os.path.join("configs", f"{name}.py"))
+    for path in candidates:
+        path = os.path.expanduser(path)
+        if os.path.isfile(path):
+            return os.path.abspath(path)
+    tried = ", ".join(os.path.abspath(os.path.expanduser(p)) for p in candidates)
+    raise UserError(f"config {spec!r}: no such file (looked for {tried})")
+
+
+def load_config(spec: str, config_dir: str | None = None):
+    """'mnist_dec', 'mnist_dec:smoke' or 'configs/mnist_dec.py:smoke' -> its ConfigDict.
+
+    Loads the file found by `config_path` by path, as main.py's --config does (ml_collections),
+    never the `configs` package (an installed galaxy_jax does not ship it), and calls its
+    get_config(ARG), ARG the text after ':' (None without one). A config that imports its
+    siblings through their package (the repository's configs/ does) needs that package's parent
+    on sys.path, as main.py's directory (the repository root) is when main.py runs."""
+    path = config_path(spec, config_dir)
+    arg = str(spec).partition(":")[2]
+    stem = os.path.splitext(os.path.basename(path))[0]
+    module_spec = importlib.util.spec_from_file_location(f"galaxy_jax_config_{stem}", path)
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    if not callable(getattr(module, "get_config", None)):
+        raise UserError(f"config {spec!r}: {path} has no get_config(arg) function")
     return module.get_config(arg or None)
 
 
@@ -93,7 +126,7 @@ def run_configs(sweep_config):
     Overrides: sweep_config.common (for every variant) and then the variant's own.
     """
     out, names = [], set()
-    common = parse_common(sweep_config.get("common", ""))
+    common = parse_common(sweep_config.common)
     for v in sweep_config.variants:
         v = {**common, **dict(v)}
         name = v.pop("name", None)
@@ -102,7 +135,7 @@ def run_configs(sweep_config):
         names.add(name)
         base = v.pop("config", sweep_config.base)
         for seed in sweep_config.seeds:
-            config = apply_overrides(load_config(base), v)
+            config = apply_overrides(load_config(base, sweep_config.config_dir), v)
             if config.mode == "sweep":
                 raise UserError(f"variant {name!r}: a sweep cannot run a sweep")
             config.seed = int(seed)
@@ -136,6 +169,7 @@ def append_line(path: str, record: dict) -> None:
 
 def run_sweep(config, workdir: str) -> list[dict]:
     """Runs every (variant, seed) not yet done; returns the records of this sweep."""
+    validate.sweep(config)
     runs = run_configs(config)  # every config resolves before anything runs
     workdir = prepare_workdir(workdir)
     path = os.path.join(workdir, SWEEP_FILE)
