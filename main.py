@@ -65,8 +65,7 @@ def main(argv):
         logging.set_verbosity(logging.WARNING)
     preemption.install()
     try:
-        if "host_devices" in FLAGS.config:  # CPU only; before JAX starts its backends
-            parallel.use_host_devices(FLAGS.config.host_devices)
+        parallel.use_host_devices(FLAGS.config.host_devices)  # CPU only; before JAX starts
         _init_distributed()
         import jax
 

@@ -13,10 +13,13 @@ Variant `configs/map.py:smoke` maps the quick start's DEC run (tests).
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "map"
+    common.devices(c)
     c.seed = 0
     c.run = ""  # a finished DEC / k-means run's workdir, or an extract workdir
     c.max_points = 20000  # galaxies drawn; a seeded sample beyond this

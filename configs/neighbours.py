@@ -14,10 +14,13 @@ Variant `configs/neighbours.py:smoke` searches the quick start's features (tests
 
 import ml_collections
 
+from configs import common
+
 
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "neighbours"
+    common.devices(c)
     c.space = ""  # an extract workdir (features.npy) or a DEC run workdir (embedding.npy)
     c.query_ids = ""  # comma-separated ids of galaxies in the space
     c.query_images = ""  # comma-separated image files (jpg, png, fits, npy) not in the space
@@ -27,6 +30,7 @@ def get_config(arg=None):
     c.montage = True  # montages/<query>.png, when the space's images can be read
     if arg == "smoke":
         c.space = "workdirs/quickstart/features"
+        c.query_ids = "synthetic-0-0,synthetic-0-1"
         c.k = 4
     elif arg:
         raise ValueError(f"unknown variant {arg!r}; use 'smoke' or nothing")

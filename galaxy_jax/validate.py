@@ -460,6 +460,30 @@ def quickstart(config) -> None:
     _at_least(config, 0, "report.montage_per_cluster")
 
 
+def neighbours(config) -> None:
+    """Mode neighbours: a space, queries, k, a metric."""
+    from galaxy_jax.neighbours import METRICS
+
+    host_devices(config)
+    _need(bool(config.space), "space", "set it to an extract workdir or a DEC run workdir")
+    _need(
+        bool(str(config.query_ids).strip(",").strip() or str(config.query_images).strip()),
+        "query_ids",
+        "set config.query_ids (ids in the space) or config.query_images (image files)",
+    )
+    _positive(config, "k", "chunk")
+    _one_of(config, "metric", METRICS)
+
+
+def map_(config) -> None:
+    """Mode map: a run, and the page's sizes."""
+    host_devices(config)
+    _need(bool(config.run), "run", "set it to a finished run's workdir or an extract workdir")
+    _positive(config, "max_points", "thumb")
+    _at_least(config, 250, "layout_iters")
+    _at_least(config, 0, "neighbours")
+
+
 VALIDATORS = {
     "kmeans": clustering,
     "pretrain": clustering,
@@ -475,6 +499,8 @@ VALIDATORS = {
     "supervised_cnn": supervised_cnn,
     "quickstart": quickstart,
     "ssl": ssl,
+    "neighbours": neighbours,
+    "map": map_,
 }
 
 

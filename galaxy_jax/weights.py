@@ -472,7 +472,7 @@ def from_config(config, include_top: bool | None = None) -> LoadedWeights:
     """load_weights with the fields every Xception config carries (weights, weights_path,
     cache_dir, download, seed; include_top defaults to config.include_top or False)."""
     if include_top is None:
-        include_top = config.get("include_top", False)
+        include_top = config.include_top
     return load_weights(
         config.weights,
         include_top=include_top,

@@ -256,8 +256,8 @@ def test_pixels_extract_mode_layout_metadata_and_kmeans_on_it(tmp_path):
 
 def test_unknown_feature_source_is_rejected_before_the_workdir(tmp_path):
     config = extract_config.get_config("pixels_smoke")
-    config.model = "resnet"
-    with pytest.raises(UserError, match="config.model"):
+    config.source = "resnet"
+    with pytest.raises(UserError, match="config.source"):
         extract.run_extract(config, str(tmp_path / "wd"))
     assert not os.path.exists(tmp_path / "wd")
 
@@ -279,7 +279,7 @@ def test_sample_configs_run_on_real_images_with_random_weights(tmp_path):
     for variant, dim in (("xception_extract", 2048), ("pixels_extract", 64 * 64)):
         config = galaxy_sample.get_config(variant)
         if variant == "xception_extract":
-            assert config.weights == "imagenet" and config.model == "xception"
+            assert config.weights == "imagenet" and config.source == "xception"
             config.weights, config.download = "random", False
         config.data.folder = str(root)
         wd = str(tmp_path / variant)
@@ -289,6 +289,6 @@ def test_sample_configs_run_on_real_images_with_random_weights(tmp_path):
             meta = json.load(f)
         assert meta["class_names"] == ["non_spirals", "spirals"]
         assert meta["crop_size"] == 208 and meta["source_image_shape"] == [424, 424, 3]
-        assert meta["feature_source"] == config.model
+        assert meta["feature_source"] == config.source
         assert meta["weights"] == ("random (seed 0)" if dim == 2048 else "none (pixels)")
         assert np.load(os.path.join(wd, "labels.npy")).tolist() == [1, 1, 0, 0]

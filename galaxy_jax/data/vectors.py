@@ -120,11 +120,11 @@ class Vectors:
 def load_vectors(data) -> Vectors:
     """data: the config's `data` section; dispatches on data.name."""
     if data.name == "mnist":
-        return load_mnist(data.path, data.get("normalize", "unit_power"))
+        return load_mnist(data.path, data.normalize)
     if data.name == "features":
-        return load_features(data.path, data.get("normalize", "unit_power"))
+        return load_features(data.path, data.normalize)
     if data.name == "blobs":
-        return make_blobs(data.n, data.dim, data.n_clusters, data.seed, data.get("spread", 1.0))
+        return make_blobs(data.n, data.dim, data.n_clusters, data.seed, data.spread)
     raise UserError(f"data.name={data.name!r} is not a vector dataset; known: {DATASETS}")
 
 

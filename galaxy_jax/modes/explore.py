@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from galaxy_jax import explore, layout, runs
+from galaxy_jax import explore, layout, runs, validate
 from galaxy_jax.data.vectors import DiskRows
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import prepare_workdir
@@ -100,8 +100,7 @@ def write_run_map(config, run: str, path: str, title: str = "") -> dict:
 
 
 def run_map(config, workdir: str) -> dict:
-    if not config.run:
-        raise UserError("set config.run to a finished run's workdir or an extract workdir")
+    validate.map_(config)
     workdir = prepare_workdir(workdir)
     info = write_run_map(config, config.run, os.path.join(workdir, "map.html"))
     print(

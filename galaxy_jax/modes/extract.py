@@ -47,7 +47,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 from tqdm.auto import tqdm
 
-from galaxy_jax import atomic, preemption, weights
+from galaxy_jax import atomic, preemption, validate, weights
 from galaxy_jax.data.image_source import ImageSource
 from galaxy_jax.data.preprocess import preprocess
 from galaxy_jax.errors import UserError
@@ -577,11 +577,10 @@ def run_extract(config, workdir: str) -> np.ndarray:
     """
     from galaxy_jax.data.from_config import make_image_source
 
-    model = config.get("model", "xception")
-    grayscale = bool(config.get("grayscale", False)) and model == "pixels"
-    standardize = bool(config.get("standardize", False)) and model == "pixels"
-    if model not in FEATURE_SOURCES:
-        raise UserError(f"config.model must be one of {FEATURE_SOURCES}, got {model!r}")
+    validate.extract(config)
+    model = config.source
+    grayscale = config.grayscale and model == "pixels"
+    standardize = config.standardize and model == "pixels"
     workdir = prepare_workdir(workdir)
     d = config.data
     source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))

@@ -16,24 +16,13 @@ import time
 
 import numpy as np
 
-from galaxy_jax import atomic, neighbours, plots, runs
+from galaxy_jax import atomic, neighbours, plots, runs, validate
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import prepare_workdir
 
 
 def _split(text: str) -> list[str]:
     return [t.strip() for t in str(text).split(",") if t.strip()]
-
-
-def _check(config) -> None:
-    if not config.space:
-        raise UserError("set config.space to an extract workdir or a DEC run workdir")
-    if config.metric not in neighbours.METRICS:
-        raise UserError(f"config.metric must be one of {', '.join(neighbours.METRICS)}")
-    if config.k < 1:
-        raise UserError(f"config.k must be >= 1, got {config.k}")
-    if not _split(config.query_ids) and not _split(config.query_images):
-        raise UserError("set config.query_ids (ids in the space) or config.query_images (files)")
 
 
 def _queries(config, x, ids, features_dir):
@@ -61,7 +50,7 @@ def _queries(config, x, ids, features_dir):
 
 def run_neighbours(config, workdir: str) -> dict:
     t0 = time.time()
-    _check(config)
+    validate.neighbours(config)
     x, ids, features_dir, what = runs.load_space(config.space)
     names, q, query_images = _queries(config, x, ids, features_dir)
     k = min(int(config.k), len(ids))
