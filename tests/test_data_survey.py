@@ -164,7 +164,9 @@ def test_catalog_bad_rows_are_skipped_and_reported(tmp_path):
     ]
     path = _catalog(tmp_path, n=4, extra_rows=extra)
     report = tmp_path / "report.json"
-    with pytest.raises(UserError, match=r"nope.fits, row 6: file not found \(listed in .*catalog.csv\)"):
+    with pytest.raises(
+        UserError, match=r"nope.fits, row 6: file not found \(listed in .*catalog.csv\)"
+    ):
         make_image_source(_data(catalog_path=path))
     d = _data(catalog_path=path, on_bad_input="skip", verify_images=True)
     src = make_image_source(d, str(report))

