@@ -27,7 +27,7 @@ val is `split.val_fraction` of the other rows of each class. Workdir:
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import functools
 import io
 import json
@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 
 from galaxy_jax import atomic, parallel, weights
 from galaxy_jax.checkpoint import Checkpointer
+from galaxy_jax.data.loader import image_batches
 from galaxy_jax.data.preprocess import augment, preprocess
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.heads import MLPHead, XceptionBinary
@@ -469,7 +470,7 @@ def _cnn_variables(config, model: XceptionBinary, image_size):
 def run_cnn(config, workdir: str) -> dict:
     """Xception fine-tuned end to end; see the module docstring."""
     from galaxy_jax.data.from_config import make_image_source
-    from galaxy_jax.modes.extract import DTYPES, data_mesh
+    from galaxy_jax.features import DTYPES
 
     t0 = time.time()
     d = config.data
@@ -483,7 +484,7 @@ def run_cnn(config, workdir: str) -> dict:
     splits = make_splits(config, source.ids, y)
     check_run_config(os.path.join(workdir, "ckpt"), config, RUN_FIELDS)
 
-    mesh = data_mesh()
+    mesh = parallel.mesh()
     n_dev = mesh.devices.size
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     batch_size = -(-int(config.optim.batch_size) // n_dev) * n_dev
@@ -513,19 +514,12 @@ def run_cnn(config, workdir: str) -> dict:
     key = jax.device_put(jax.random.fold_in(jax.random.PRNGKey(config.seed), 2), replicated)
     train_idx = splits["train"]
     sampler = BatchSampler(len(train_idx), batch_size, seed=config.seed)
-    pool = concurrent.futures.ThreadPoolExecutor(1)  # decodes batch i+1 during step i
-    pending = {}
-
-    def fetch(i):
-        idx = train_idx[sampler(i)]
-        return np.asarray(source.get(idx)), y[idx]
+    # Steps state.step.. in order, as _fit asks for them; batch i+1 is decoded during step i.
+    steps = range(int(state.step), int(config.optim.steps))
+    batches = image_batches(source, (train_idx[sampler(i)] for i in steps), y, sharding=sharded)
 
     def batch_fn(i):
-        future = pending.pop(i, None) or pool.submit(fetch, i)
-        if i + 1 < config.optim.steps:
-            pending[i + 1] = pool.submit(fetch, i + 1)
-        images, labels = future.result()
-        return jax.device_put(images, sharded), jax.device_put(labels, sharded), key
+        return (*next(batches), key)
 
     def predict(state, idx):
         v = {"params": state.params, "batch_stats": state.batch_stats}
@@ -540,12 +534,10 @@ def run_cnn(config, workdir: str) -> dict:
 
     wall = {}
     t1 = time.time()
-    try:
+    with contextlib.closing(batches):
         state, history = _fit(
             config, state, step_fn, batch_fn, ckpt, eval_fn if len(splits["val"]) else None
         )
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
     ckpt.close()
     wall["train"] = time.time() - t1
     return _finish(
