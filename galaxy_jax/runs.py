@@ -111,3 +111,18 @@ def load_space(path: str):
         f"{path} holds neither embedding.npy (a finished DEC run) nor features.npy (an extract "
         "run): point config.space at one of those workdirs"
     )
+
+
+def save_catalog_columns(features_dir: str, columns: dict | None) -> None:
+    """Writes the data's catalog columns beside its features (nothing when it has none)."""
+    if not columns:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    from galaxy_jax import atomic
+
+    table = pa.table({k: pa.array(list(np.asarray(v))) for k, v in columns.items()})
+    sink = pa.BufferOutputStream()
+    pyarrow.parquet.write_table(table, sink)
+    atomic.write_bytes(os.path.join(features_dir, CATALOG_COLUMNS), sink.getvalue().to_pybytes())

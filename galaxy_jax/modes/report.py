@@ -358,12 +358,13 @@ def run_report(config, workdir: str) -> str:
     return text
 
 
-def cluster_table(run_dir: str) -> dict:
+def cluster_table(run_dir: str) -> tuple[dict, set]:
     """The per-galaxy table of a finished DEC run, in the run's row order (that of its data):
     {'id', 'cluster', 'confidence', 'dist_j', 'q_j', 'anomaly_score', 'map_x', 'map_y', then
     every catalog column the data carried}, each an [N] array. dist_j (Euclidean distance of the
     embedding to centre j) needs embedding.npy + centres.npy; map_x/map_y the run's saved 2-D
-    map (galaxy_jax.layout; NaN for rows the map sampled out)."""
+    map (galaxy_jax.layout; NaN for rows the map sampled out). Also returns the names of the
+    catalog columns, which the CSV writes at full precision (ra, dec)."""
     run_dir = os.path.abspath(os.path.expanduser(run_dir))
     results = run_files.results(run_dir)
     q = run_files.load_npy(run_dir, "q.npy")
@@ -398,6 +399,7 @@ def cluster_table(run_dir: str) -> dict:
     if xy is not None:
         table["map_x"], table["map_y"] = xy[:, 0], xy[:, 1]
     columns = run_files.catalog_columns(features_dir)
+    catalog = set()
     if columns:
         feature_ids = run_files.load_npy(features_dir, "ids.npy").astype(str)
         row_of = {g: r for r, g in enumerate(feature_ids)}
@@ -405,11 +407,14 @@ def cluster_table(run_dir: str) -> dict:
         for name, values in columns.items():
             key = name if name not in table else f"catalog_{name}"
             table[key] = np.where(rows >= 0, values[np.maximum(rows, 0)], None)
-    return table
+            catalog.add(key)
+    return table, catalog
 
 
-def _write_table(table: dict, order: np.ndarray, path: str) -> None:
-    """table rows in `order` as CSV at path and as Parquet beside it (.parquet)."""
+def _write_table(table: dict, order: np.ndarray, path: str, exact=()) -> None:
+    """table rows in `order` as CSV at path and as Parquet beside it (.parquet). Floats take 6
+    significant digits in the CSV, except the `exact` columns (catalog values: the shortest
+    text that reads back to the same float)."""
     import pyarrow as pa
     import pyarrow.parquet
 
@@ -417,14 +422,15 @@ def _write_table(table: dict, order: np.ndarray, path: str) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(list(table))
 
-    def cell(v):
+    def cell(v, full):
         if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{v:.6g}"
+            return "" if np.isnan(v) else (repr(float(v)) if full else f"{v:.6g}")
         return "" if v is None else v
 
+    full = [k in exact for k in table]
     columns = [np.asarray(v)[order] for v in table.values()]
     for row in zip(*columns, strict=True):
-        w.writerow([cell(v) for v in row])
+        w.writerow([cell(v, f) for v, f in zip(row, full, strict=True)])
     atomic.write_bytes(path, buf.getvalue().encode())
     arrow = pa.table({k: pa.array(list(c)) for k, c in zip(table, columns, strict=True)})
     sink = pa.BufferOutputStream()
@@ -437,16 +443,16 @@ def run_export(config, workdir: str) -> str:
     run in config.run (configs/export.py); returns the CSV's path."""
     if not config.get("run"):
         raise UserError("set config.run to the workdir of a finished DEC run")
-    table = cluster_table(config.run)
+    table, catalog = cluster_table(config.run)
     workdir = prepare_workdir(workdir)
     ids, assign, conf = table["id"], table["cluster"], table["confidence"]
     order = np.lexsort((np.arange(len(ids)), -conf, assign))  # cluster, then confidence desc
     path = os.path.join(workdir, config.get("filename", "clusters.csv"))
-    _write_table(table, order, path)
+    _write_table(table, order, path, catalog)
     n_anomalies = min(int(config.get("anomalies", 0)), len(ids))
     if n_anomalies:
         worst = np.lexsort((np.arange(len(ids)), -table["anomaly_score"]))[:n_anomalies]
-        _write_table(table, worst, os.path.join(workdir, "anomalies.csv"))
+        _write_table(table, worst, os.path.join(workdir, "anomalies.csv"), catalog)
         why = _anomaly_montage(config.run, ids[worst], table, worst, workdir)
         if why:
             print(f"No anomalies.png: {why}")
