@@ -32,6 +32,20 @@ PALETTE = (
     "#393b79 #637939 #8c6d31 #843c39 #7b4173 #3182bd #e6550d #31a354 #756bb1 #636363"
 ).split()
 UNKNOWN = "#bbbbbb"
+# Headless Chromium that opens a page from disk with no network (the tests and
+# bench/map_screenshot.py): no GPU (software WebGL), no background connections.
+CHROMIUM_FLAGS = (
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--enable-unsafe-swiftshader",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--window-size=1100,1100",
+)
 SHEET = 16  # thumbnails per sprite-sheet side: 256 per sheet
 
 
@@ -365,7 +379,8 @@ def write_run_map(
         class_names=class_names,
         columns=runs.catalog_columns(features_dir),
         embedding=z,
-        title=title or f"galaxy_jax map: {os.path.basename(run)}",
+        title=title
+        or f"galaxy_jax map: {os.path.basename(os.path.dirname(run))}/{os.path.basename(run)}",
         max_points=max_points,
         thumb=thumb,
         n_neighbours=neighbours,
