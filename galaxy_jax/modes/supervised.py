@@ -63,13 +63,16 @@ from galaxy_jax.workdir import check_run_config, prepare_workdir, write_results
 RUN_FIELDS = ("seed", "data", "split", "model", "optim", "weights", "augment")
 
 
-def _fit(config, state, step_fn, batch_fn, ckpt, wall, eval_fn=None):
-    """Trains state.step -> config.optim.steps with the step runner; returns (state, history).
+def _train(config, workdir, state, step_fn, batch_fn, ckpt, predict, ids, y, splits, t0):
+    """Trains state.step -> config.optim.steps with the step runner (history: 'loss', and
+    'val_accuracy' every config.eval_every steps), then evaluates val and test with
+    predict(state, idx) -> probabilities, and writes predictions.npz and results.json."""
 
-    history: {'loss': [[step, loss]], 'val_accuracy': [[step, accuracy]]} (eval_fn(state) ->
-    {'val_accuracy': ...} every config.eval_every steps), kept in ckpt/history.json.
-    """
-    t0 = time.time()
+    def eval_fn(state):
+        prob = predict(state, splits["val"])
+        return {"val_accuracy": binary_metrics(y[splits["val"]], prob)["accuracy"]}
+
+    wall, t1 = {}, time.time()
     runner = StepRunner(
         config.mode,
         ckpt,
@@ -78,27 +81,21 @@ def _fit(config, state, step_fn, batch_fn, ckpt, wall, eval_fn=None):
         every=config.checkpoint_every,
         log_every=config.log_every,
         wall=wall,
-        eval_fn=eval_fn,
+        eval_fn=eval_fn if len(splits["val"]) else None,
         eval_every=config.eval_every,
     )
     state = runner.run(state, step_fn, batch_fn)
     runner.close()
-    wall["train"] = time.time() - t0
-    return state, runner.history
-
-
-def _finish(config, workdir, mode, ids, y, splits, predict, history, wall, t0):
-    """Evaluates val and test, writes predictions.npz and results.json."""
+    wall["train"] = time.time() - t1
     metrics, arrays = {}, {}
     for s in ("val", "test"):
         idx = splits[s]
         if len(idx) == 0:
             continue
-        prob = predict(idx)
-        metrics[s] = binary_metrics(y[idx], prob)
+        prob = predict(state, idx)
+        metrics[s] = m = binary_metrics(y[idx], prob)
         arrays.update({f"{s}_ids": np.asarray(ids)[idx], f"{s}_prob": prob, f"{s}_y": y[idx]})
-        m = metrics[s]
-        print(f"{mode} {s}: accuracy={m['accuracy']:.4f} roc_auc={m['roc_auc']} n={m['n']}")
+        print(f"{config.mode} {s}: accuracy={m['accuracy']:.4f} roc_auc={m['roc_auc']} n={m['n']}")
     buf = io.BytesIO()
     np.savez(buf, **arrays)
     atomic.write_bytes(os.path.join(workdir, "predictions.npz"), buf.getvalue())
@@ -106,9 +103,9 @@ def _finish(config, workdir, mode, ids, y, splits, predict, history, wall, t0):
     return write_results(
         workdir,
         config,
-        mode=mode,
+        mode=config.mode,
         metrics=metrics,
-        history={mode: history},
+        history={config.mode: runner.history},
         split_sizes={s: int(len(v)) for s, v in splits.items()},
         wall_s=wall,
     )
@@ -156,30 +153,11 @@ def run_ann(config, workdir: str) -> dict:
         idx = train_idx[sampler(i)[mine]]
         return (*parallel.batch(x[idx], y[idx], global_rows=batch_size), dropout_key)
 
-    def predict_params(params, idx):
-        out = [np.asarray(logits_fn(params, x[c]))[:n] for c, n in chunks(idx, 4096)]
+    def predict(state, idx):
+        out = [np.asarray(logits_fn(state.params, x[c]))[:n] for c, n in chunks(idx, 4096)]
         return np.concatenate(out)
 
-    def eval_fn(state):
-        prob = predict_params(state.params, splits["val"])
-        return {"val_accuracy": binary_metrics(y[splits["val"]], prob)["accuracy"]}
-
-    wall = {}
-    state, history = _fit(
-        config, state, step_fn, batch_fn, ckpt, wall, eval_fn if len(splits["val"]) else None
-    )
-    return _finish(
-        config,
-        workdir,
-        "supervised_ann",
-        data.ids,
-        y,
-        splits,
-        lambda idx: predict_params(state.params, idx),
-        history,
-        wall,
-        t0,
-    )
+    return _train(config, workdir, state, step_fn, batch_fn, ckpt, predict, data.ids, y, splits, t0)
 
 
 def run_cnn(config, workdir: str) -> dict:
@@ -251,26 +229,9 @@ def run_cnn(config, workdir: str) -> dict:
             out.append(np.asarray(predict_fn(v, images))[:n])
         return np.concatenate(out)
 
-    def eval_fn(state):
-        prob = predict(state, splits["val"])
-        return {"val_accuracy": binary_metrics(y[splits["val"]], prob)["accuracy"]}
-
-    wall = {}
     try:
-        state, history = _fit(
-            config, state, step_fn, batch_fn, ckpt, wall, eval_fn if len(splits["val"]) else None
+        return _train(
+            config, workdir, state, step_fn, batch_fn, ckpt, predict, source.ids, y, splits, t0
         )
     finally:
         pool.shutdown(wait=False, cancel_futures=True)
-    return _finish(
-        config,
-        workdir,
-        "supervised_cnn",
-        source.ids,
-        y,
-        splits,
-        lambda idx: predict(state, idx),
-        history,
-        wall,
-        t0,
-    )
