@@ -1,14 +1,18 @@
 """Modes on vector data (MNIST pixels or extracted features): kmeans, pretrain and dec.
 
-Workdir layout:
+The training is in the library: galaxy_jax/sae.py (`pretrain`) and galaxy_jax/dec.py (`train`,
+the target update, the whole-dataset passes), both on the step runner of train_loop.py; this
+module wires a config to them and to the workdir:
   sae/layer_<i>/, sae/finetune/   Orbax checkpoints of the autoencoder phases
   dec/                            Orbax checkpoints of DEC; dec/init.npz holds the k-means init
   results.json, assignments.npy, q.npy [N, K], embedding.npy [N, d], centres.npy [K, d],
-  ids.npy [N]                     written at the end (atomically)
+  ids.npy [N]                     written at the end (atomically); results.json's history is
+                                  {phase: {metric: [[step, value]]}}: 'sae/<phase>': loss,
+                                  'dec': delta_label, acc (labelled data), loss
 
 Scale (README, "Scale"): the inputs may be a disk reader (galaxy_jax/data/vectors.DiskRows);
 training reads only the rows of each batch, and whole-dataset passes go in chunks of
-PREDICT_CHUNK rows. What is kept in memory per row is small: the embedding [N, d], the soft
+dec.PREDICT_CHUNK rows. What is kept in memory per row is small: the embedding [N, d], the soft
 assignments q and the target P [N, K]. DEC's target is computed in one pass: the pass keeps q for
 every row (K floats), sums f_j = sum_i q_ij on the way, and P follows from q and f without
 re-reading the inputs. The clustering used for the initialisation is fitted on at most
