@@ -54,7 +54,7 @@ def matmul_gflops(size: int = 2048, runs: int = 10, statistic=np.median) -> floa
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
-    from galaxy_jax.modes.extract import data_mesh
+    from galaxy_jax.parallel import mesh as data_mesh
 
     mesh = data_mesh()
     d = mesh.devices.size

@@ -18,7 +18,7 @@ cores, bench/results/xception_throughput_1dev.json with --out). The fraction-of-
 divide by XLA's own float32 matmul rate on the machine, measured in the same run (the best of
 15 2048x2048 products per device). It also records the GB/s of an elementwise pass over 8 and
 64 MiB arrays (in cache, and beyond it), and Flax runs each batch in `extract`'s CPU steps
-(`extract.cpu_micro_batches`; `--micro_batch N` for N images per step).
+(`features.cpu_micro_batches`; `--micro_batch N` for N images per step).
 Not a test; never run by pytest.
 """
 
@@ -66,8 +66,9 @@ def flax_runner(size: int, batch: int, micro_batch):
     from jax.sharding import NamedSharding
     from jax.sharding import PartitionSpec as P
 
+    from galaxy_jax.features import cpu_micro_batches, pooled_features
     from galaxy_jax.models import xception
-    from galaxy_jax.modes.extract import cpu_micro_batches, data_mesh, pooled_features
+    from galaxy_jax.parallel import mesh as data_mesh
 
     model = xception.Xception()
     if isinstance(micro_batch, int) and micro_batch < 0:  # extract's CPU default
@@ -108,7 +109,7 @@ def main():
         type=int,
         default=-1,
         help="Flax images per device per network pass; -1: extract's CPU default\n"
-        "(extract.cpu_micro_batches: fewer for the stem and blocks 2-3 than for the rest)",
+        "(features.cpu_micro_batches: fewer for the stem and blocks 2-3 than for the rest)",
     )
     p.add_argument(
         "--peak_gflops",

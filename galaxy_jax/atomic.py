@@ -99,8 +99,13 @@ def _jsonable(x):
     return x
 
 
+def json_bytes(obj) -> bytes:
+    """obj (numpy arrays and scalars included) as the indented, key-sorted JSON of `write_json`."""
+    return (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode()
+
+
 def write_json(path: str, obj) -> None:
-    write_bytes(path, (json.dumps(_jsonable(obj), indent=2, sort_keys=True) + "\n").encode())
+    write_bytes(path, json_bytes(obj))
 
 
 def save_npy(path: str, array: np.ndarray) -> None:

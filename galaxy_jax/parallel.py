@@ -28,8 +28,16 @@ from jax.sharding import PartitionSpec as P
 from galaxy_jax.errors import UserError
 
 
+def mesh(devices=None) -> Mesh:
+    """The 1-D mesh, axis 'data', over `devices`; by default every device of every process (that
+    one is built once)."""
+    if devices is None:
+        return _all_devices_mesh()
+    return Mesh(np.asarray(devices), ("data",))
+
+
 @functools.cache
-def mesh() -> Mesh:
+def _all_devices_mesh() -> Mesh:
     return Mesh(np.asarray(jax.devices()), ("data",))
 
 
@@ -98,11 +106,14 @@ def local_rows(global_rows: int) -> slice:
     return slice(p * per, (p + 1) * per)
 
 
-def batch(*local: np.ndarray, global_rows: int):
-    """Process-local row blocks (this process's `local_rows`) -> global arrays sharded on 'data'.
+def batch(*local: np.ndarray, global_rows: int, sharding: NamedSharding | None = None):
+    """Process-local row blocks (this process's `local_rows`) -> global arrays sharded on 'data'
+    (of `sharding`, default `sharded()`).
 
     Returns a tuple, one array per input."""
-    s = sharded()
+    s = sharding or sharded()
+    if jax.process_count() == 1:  # every row is local: a plain transfer (faster on CPU devices)
+        return tuple(jax.device_put(np.asarray(a), s) for a in local)
     return tuple(
         jax.make_array_from_process_local_data(s, np.asarray(a), (global_rows, *a.shape[1:]))
         for a in local

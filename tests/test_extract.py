@@ -11,6 +11,7 @@ import pytest
 
 from configs import data_defaults
 from configs import extract as extract_config
+from galaxy_jax import features as features_lib
 from galaxy_jax.data import image_source as source_lib
 from galaxy_jax.errors import UserError
 from galaxy_jax.models import xception
@@ -35,17 +36,17 @@ def test_four_devices_equal_one_and_compile_once(tmp_path):
         import json, sys
         import jax, numpy as np
         from galaxy_jax.data import image_source as source_lib
+        from galaxy_jax import features as features_lib, parallel
         from galaxy_jax.models import xception
-        from galaxy_jax.modes import extract
         assert jax.device_count() == 4, jax.devices()
         v = xception.init_variables(xception.Xception(), seed=0)
         src = source_lib.from_arrays(
             np.random.default_rng(0).integers(0, 256, (7, 80, 80, 3), dtype=np.uint8))
         out = {}
         for n_dev, micro in ((4, 0), (1, 0), (4, (1, 2))):  # (1, 2): entry, rest per step
-            f, fn = extract.extract_features(
-                src, v, image_size=71, crop_size=76, batch_size=5, micro_batch=micro,
-                mesh=extract.data_mesh(jax.devices()[:n_dev]), progress=False)
+            f, fn = features_lib.extract_features(
+                src, v, features_lib.FeatureSpec(image_size=71, crop_size=76, micro_batch=micro),
+                batch_size=5, mesh=parallel.mesh(jax.devices()[:n_dev]), progress=False)
             out[n_dev, micro] = f
             # Batch 5 -> 8 on 4 devices: a batch of 8 (last 1 padded); one compilation.
             assert fn._cache_size() == 1, fn._cache_size()
@@ -70,26 +71,31 @@ def test_micro_batches_give_the_features_of_one_pass():
     model = xception.Xception(width=0.125, middle_blocks=1)
     v = xception.init_variables(model, seed=1)
     x = np.random.default_rng(1).uniform(-1, 1, (6, 75, 75, 3)).astype(np.float32)
-    whole = extract.pooled_features(model, v, x)
+    whole = features_lib.pooled_features(model, v, x)
     assert whole.shape == (6, model.feature_dim)
     for micro in (1, 4, (1, 3), (2, 6), (3, 1)):  # 4 -> 3: the largest divisor of 6 below it
         np.testing.assert_allclose(
-            extract.pooled_features(model, v, x, micro_batch=micro), whole, rtol=1e-5, atol=1e-6
+            features_lib.pooled_features(model, v, x, micro_batch=micro),
+            whole,
+            rtol=1e-5,
+            atol=1e-6,
         )
     # Two shards of 3 rows: each step takes rows of both, and the order is kept.
     np.testing.assert_allclose(
-        extract.pooled_features(model, v, x, micro_batch=(1, 3), num_shards=2), whole, atol=1e-6
+        features_lib.pooled_features(model, v, x, micro_batch=(1, 3), num_shards=2),
+        whole,
+        atol=1e-6,
     )
 
 
 def test_cpu_micro_batches_follow_the_feature_map_sizes():
     full = xception.Xception()
-    assert extract.cpu_micro_batches(full, 299) == (1, 2)
-    assert extract.cpu_micro_batches(full, 224) == (1, 4)
-    assert extract.cpu_micro_batches(full, 128) == (2, 14)
+    assert features_lib.cpu_micro_batches(full, 299) == (1, 2)
+    assert features_lib.cpu_micro_batches(full, 224) == (1, 4)
+    assert features_lib.cpu_micro_batches(full, 128) == (2, 14)
     # Narrower channels and bfloat16 halve the bytes per image: more images per step.
-    assert extract.cpu_micro_batches(xception.Xception(dtype="bfloat16"), 128) == (4, 28)
-    assert extract.cpu_micro_batches(xception.Xception(width=0.25), 299) == (1, 9)
+    assert features_lib.cpu_micro_batches(xception.Xception(dtype="bfloat16"), 128) == (4, 28)
+    assert features_lib.cpu_micro_batches(xception.Xception(width=0.25), 299) == (1, 9)
 
 
 def test_resume_reuses_shards_and_rejects_foreign_ones(variables, tmp_path):
@@ -98,32 +104,37 @@ def test_resume_reuses_shards_and_rejects_foreign_ones(variables, tmp_path):
     src = source_lib.from_arrays(images)
     get = src.get
     src.get = lambda idx: (requested.append(np.asarray(idx).copy()), get(idx))[1]
-    kw = dict(image_size=71, batch_size=2, shard_size=2, shard_dir=str(tmp_path), progress=False)
-    full, _ = extract.extract_features(src, variables, meta_hash="a", **kw)
+    spec = features_lib.FeatureSpec(image_size=71)
+    kw = dict(batch_size=2, shard_size=2, shard_dir=str(tmp_path), progress=False)
+    full, _ = features_lib.extract_features(src, variables, spec, meta_hash="a", **kw)
     shards = [f"shard_{i:05d}_of_00003.npy" for i in range(3)]
     assert sorted(os.listdir(tmp_path)) == sorted(
         ["meta.json", *shards, *(f"{s}.sha256" for s in shards)]
     )  # each shard with its SHA-256
     os.remove(tmp_path / "shard_00001_of_00003.npy")  # as if interrupted there
     requested.clear()
-    again, _ = extract.extract_features(src, variables, meta_hash="a", **kw)
+    again, _ = features_lib.extract_features(src, variables, spec, meta_hash="a", **kw)
     assert [list(r) for r in requested] == [[2, 3]]
     np.testing.assert_array_equal(again, full)
     requested.clear()
-    extract.extract_features(src, variables, meta_hash="b", **kw)  # other weights or config
+    # other weights or config
+    features_lib.extract_features(src, variables, spec, meta_hash="b", **kw)
     assert [list(r) for r in requested] == [[0, 1], [2, 3], [4, 4]]  # last batch padded
 
 
 def test_tta_is_invariant_to_rotations_and_flips(variables):
     image = _images(1)[0]
     views = np.stack([image, np.rot90(image), image[:, ::-1], np.rot90(image, 3)[::-1]])
-    f, _ = extract.extract_features(
+    f, _ = features_lib.extract_features(
         source_lib.from_arrays(np.ascontiguousarray(views)),
-        variables, image_size=71, batch_size=4, tta=True, progress=False,
+        variables, features_lib.FeatureSpec(image_size=71, tta=True), batch_size=4, progress=False,
     )  # fmt: skip
     np.testing.assert_allclose(f, np.broadcast_to(f[:1], f.shape), rtol=1e-4, atol=1e-7)
-    plain, _ = extract.extract_features(
-        source_lib.from_arrays(views[:1]), variables, image_size=71, progress=False
+    plain, _ = features_lib.extract_features(
+        source_lib.from_arrays(views[:1]),
+        variables,
+        features_lib.FeatureSpec(image_size=71),
+        progress=False,
     )
     assert not np.allclose(plain[0], f[0], rtol=1e-3)  # TTA did average different views
 
@@ -184,8 +195,10 @@ def test_host_device_count():
 # ------------------------------------------------------------------------------------ pixels
 
 
-def _pixel_kw(**kw):
-    return {"image_size": 16, "batch_size": 4, "progress": False, "model": "pixels", **kw}
+def _pixels(src, **spec):
+    """extract_features of the pixels of `src` at 16 px, batches of 4, spec fields as given."""
+    spec = features_lib.FeatureSpec(image_size=16, model="pixels", **spec)
+    return features_lib.extract_features(src, {}, spec, batch_size=4, progress=False)
 
 
 def test_pixel_features_are_the_preprocessed_image_flattened():
@@ -193,18 +206,16 @@ def test_pixel_features_are_the_preprocessed_image_flattened():
 
     images = _images(5, size=40)
     src = source_lib.from_arrays(images)
-    gray, fn = extract.extract_features(src, {}, grayscale=True, **_pixel_kw(crop_size=20))
-    rgb, _ = extract.extract_features(src, {}, grayscale=False, **_pixel_kw(crop_size=20))
+    gray, fn = _pixels(src, grayscale=True, crop_size=20)
+    rgb, _ = _pixels(src, grayscale=False, crop_size=20)
     x = np.asarray(preprocess(images, crop_size=20, image_size=16))  # [5, 16, 16, 3] in [-1, 1]
     assert gray.shape == (5, 16 * 16) and gray.dtype == np.float32
     assert rgb.shape == (5, 16 * 16 * 3)
     np.testing.assert_allclose(rgb, x.reshape(5, -1), atol=1e-6)
     np.testing.assert_allclose(gray, x.mean(-1).reshape(5, -1), atol=1e-6)
-    assert extract.feature_dim("pixels", 16, True) == 256
+    assert features_lib.feature_dim("pixels", 16, True) == 256
     assert fn._cache_size() == 1  # the padded last batch reuses the one compilation
-    std, _ = extract.extract_features(
-        src, {}, grayscale=True, standardize=True, **_pixel_kw(crop_size=20)
-    )
+    std, _ = _pixels(src, grayscale=True, standardize=True, crop_size=20)
     np.testing.assert_allclose(std.mean(1), 0.0, atol=1e-5)
     np.testing.assert_allclose(std.std(1), 1.0, atol=1e-4)
     g = gray - gray.mean(1, keepdims=True)
@@ -216,12 +227,12 @@ def test_pixel_tta_is_a_rotation_invariant_image():
     image = _images(1, size=50)[0]
     views = np.stack([image, np.rot90(image), image[:, ::-1], np.rot90(image, 3)[::-1]])
     src = source_lib.from_arrays(np.ascontiguousarray(views))
-    f, _ = extract.extract_features(src, {}, tta=True, grayscale=True, **_pixel_kw(crop_size=30))
+    f, _ = _pixels(src, tta=True, grayscale=True, crop_size=30)
     np.testing.assert_allclose(f, np.broadcast_to(f[:1], f.shape), atol=1e-6)
     averaged = f[0].reshape(16, 16)
     np.testing.assert_allclose(np.rot90(averaged), averaged, atol=1e-6)  # itself symmetric
     np.testing.assert_allclose(averaged[:, ::-1], averaged, atol=1e-6)
-    plain, _ = extract.extract_features(src, {}, grayscale=True, **_pixel_kw(crop_size=30))
+    plain, _ = _pixels(src, grayscale=True, crop_size=30)
     assert not np.allclose(plain[0], plain[1])  # the views do differ without TTA
 
 

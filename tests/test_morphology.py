@@ -150,3 +150,34 @@ def test_mode_tta_writes_the_dihedral_medians(tmp_path):
             )  # CSV: 6 digits
     with open(tmp_path / "features_meta.json") as f:
         assert json.load(f)["tta"] is True
+
+
+def test_measure_source_resumes_from_its_verified_chunks(tmp_path, caplog):
+    """The chunks go through galaxy_jax.shards: a re-run measures only the chunks that are
+    missing or do not match their SHA-256, and another hash starts over."""
+    from galaxy_jax import shards
+
+    src = synthetic.make_synthetic_source(6, 64, 0)
+    requested = []
+    get = src.get
+    src.get = lambda idx: (requested.append(np.asarray(idx).tolist()), get(idx))[1]
+    params = morph_mode._measure_params(morph_config.get_config("smoke"))
+    d = str(tmp_path / "shards")
+    kw = dict(workers=1, chunk_size=2, shard_dir=d)
+    full = morph_mode.measure_source(src, params, meta_hash="a", **kw)
+    paths = [shards.shard_path(d, i, 3, ".json") for i in range(3)]
+    assert all(os.path.exists(p) and os.path.exists(p + ".sha256") for p in paths)
+    os.remove(paths[0])
+    with open(paths[2], "r+b") as f:  # garbled
+        f.seek(10)
+        f.write(b"#")
+    caplog.set_level("WARNING")
+    requested.clear()
+    again = morph_mode.measure_source(src, params, meta_hash="a", **kw)
+    assert requested == [[0, 1], [4, 5]]
+    assert f"Ignoring morphology chunk {paths[2]}: its bytes do not match" in caplog.text
+    same = lambda rows: json.dumps([{**r, "seconds": 0} for r in rows], sort_keys=True)  # noqa: E731
+    assert same(again) == same(full)  # but the timings of the chunks measured again
+    requested.clear()
+    morph_mode.measure_source(src, params, meta_hash="b", **kw)
+    assert requested == [[0, 1], [2, 3], [4, 5]]

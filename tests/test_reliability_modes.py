@@ -21,7 +21,8 @@ from conftest import start_main, stderr_of
 
 from configs import extract as extract_config
 from configs import supervised_ann
-from galaxy_jax import preemption
+from galaxy_jax import features as features_lib
+from galaxy_jax import preemption, shards
 from galaxy_jax.data import image_source as source_lib
 from galaxy_jax.models import xception
 from galaxy_jax.modes import extract, supervised
@@ -206,9 +207,10 @@ def test_truncated_garbled_or_undigested_shards_are_rebuilt_with_a_warning(
     get = src.get
     src.get = lambda idx: (requested.append(np.asarray(idx).tolist()), get(idx))[1]
     d = str(tmp_path / "shards")
-    kw = dict(image_size=71, batch_size=2, shard_size=2, shard_dir=d, meta_hash="a")
-    full, _ = extract.extract_features(src, variables, progress=False, **kw)
-    path = [extract._shard_path(d, i, 4) for i in range(4)]
+    kw = dict(batch_size=2, shard_size=2, shard_dir=d, meta_hash="a")
+    spec = features_lib.FeatureSpec(image_size=71)
+    full, _ = features_lib.extract_features(src, variables, spec, progress=False, **kw)
+    path = [shards.shard_path(d, i, 4) for i in range(4)]
     with open(path[0], "r+b") as f:  # truncated
         f.truncate(os.path.getsize(path[0]) // 2)
     with open(path[2], "r+b") as f:  # garbled: the header still parses, the numbers are wrong
@@ -220,7 +222,7 @@ def test_truncated_garbled_or_undigested_shards_are_rebuilt_with_a_warning(
         f.write(b"\x93NUMPY")
     caplog.set_level("WARNING")
     requested.clear()
-    again, _ = extract.extract_features(src, variables, progress=False, **kw)
+    again, _ = features_lib.extract_features(src, variables, spec, progress=False, **kw)
     assert requested == [[0, 1], [4, 5], [6, 7]]  # shard 1 reused, the other three rebuilt
     assert again.tobytes() == full.tobytes()
     for i in (0, 2):
@@ -234,20 +236,21 @@ def test_truncated_garbled_or_undigested_shards_are_rebuilt_with_a_warning(
 def test_stopped_extraction_resumes_from_its_partial_shard(variables, tmp_path, monkeypatch):
     images = np.random.default_rng(1).integers(0, 256, (7, 71, 71, 3), dtype=np.uint8)
     src = source_lib.from_arrays(images)
-    kw = dict(image_size=71, batch_size=2, shard_size=6, progress=False, meta_hash="a")
-    full, _ = extract.extract_features(src, variables, **kw)
+    kw = dict(batch_size=2, shard_size=6, progress=False, meta_hash="a")
+    spec = features_lib.FeatureSpec(image_size=71)
+    full, _ = features_lib.extract_features(src, variables, spec, **kw)
     calls = iter(range(1, 100))
     monkeypatch.setattr(preemption, "requested", lambda: next(calls) == 2)  # after 2 batches
     d = str(tmp_path / "shards")
     with pytest.raises(preemption.Preempted, match="after image 4 of 7"):
-        extract.extract_features(src, variables, shard_dir=d, **kw)
+        features_lib.extract_features(src, variables, spec, shard_dir=d, **kw)
     part = os.path.join(d, "shard_00000_of_00002.partial.npy")
     assert np.load(part).tobytes() == full[:4].tobytes()
     monkeypatch.setattr(preemption, "requested", lambda: False)
     requested = []
     get = src.get
     src.get = lambda idx: (requested.append(np.asarray(idx).tolist()), get(idx))[1]
-    again, _ = extract.extract_features(src, variables, shard_dir=d, **kw)
+    again, _ = features_lib.extract_features(src, variables, spec, shard_dir=d, **kw)
     assert requested == [[4, 5], [6, 6]]  # the partial shard's batches are not redone
     assert again.tobytes() == full.tobytes()
     assert not os.path.exists(part)

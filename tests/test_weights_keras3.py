@@ -23,7 +23,7 @@ from conftest import SHARED_DATA  # noqa: E402
 from configs import convert_weights as convert_config  # noqa: E402
 from galaxy_jax import weights as W  # noqa: E402
 from galaxy_jax.errors import UserError  # noqa: E402
-from galaxy_jax.modes.extract import run_convert_weights  # noqa: E402
+from galaxy_jax.modes.convert_weights import run_convert_weights  # noqa: E402
 
 # Keras 3 on NumPy 2 warns about __array__(copy=...) on every get_weights.
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

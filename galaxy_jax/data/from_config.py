@@ -16,7 +16,7 @@ def make_image_source(data_config, report_path: str | None = None) -> ImageSourc
       report_path: where a bad-input report goes when on_bad_input='skip' drops anything
         (default ./bad_input_report.json); modes pass a path in their workdir.
     Returns:
-      An ImageSource whose `get` is picklable (usable from grain worker processes).
+      An ImageSource whose `get` is picklable (usable from worker processes, e.g. morphology's).
     """
     name = data_config.name
     if name == "synthetic":

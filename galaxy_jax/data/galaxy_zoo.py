@@ -1,7 +1,7 @@
 """Kaggle's "Galaxy Zoo - The Galaxy Challenge" (2014) as a TFDS dataset, stored as array_record.
 
 array_record, not TFDS' default tfrecord: it builds and reads without TensorFlow, and gives the
-random access `tfds.data_source` and grain need. The JPEG bytes are stored as they are (no
+random access `tfds.data_source` needs. The JPEG bytes are stored as they are (no
 re-encoding), so the build is lossless; only non-RGB files are converted.
 
 Build: `python main.py --config=configs/build_galaxy_zoo.py --workdir=DIR` (see MANUAL below).
@@ -327,7 +327,7 @@ def read_votes(data_config, split: str) -> tuple[np.ndarray, np.ndarray]:
 class TfdsImages:
     """Picklable `get` over a TFDS data source: indices -> [B, 424, 424, 3] uint8.
 
-    The data source opens lazily in each process (grain workers pickle this object).
+    The data source opens lazily in each process (worker processes pickle this object).
     """
 
     def __init__(self, data_config, split: str, records: np.ndarray):

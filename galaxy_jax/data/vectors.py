@@ -17,6 +17,7 @@ import os
 
 import numpy as np
 
+from galaxy_jax import atomic
 from galaxy_jax.errors import UserError
 
 DATASETS = ("mnist", "features", "blobs")
@@ -191,6 +192,19 @@ def load_features(path: str, normalize: str = "unit_power") -> Vectors:
     elif normalize != "none":
         raise UserError(f"data.normalize={normalize!r}: use 'unit_power' or 'none' for features")
     return Vectors(x, y, ids)
+
+
+def save_features(path: str, features: np.ndarray, ids, labels) -> None:
+    """Writes the layout `load_features` reads, each file atomically: ids.npy ([N] str),
+    labels.npy ([N] int32; removed when labels is None) and features.npy last. The caller then
+    writes features_meta.json, whose hash marks the set complete."""
+    atomic.save_npy(os.path.join(path, "ids.npy"), np.asarray(ids).astype(str))
+    labels_path = os.path.join(path, "labels.npy")
+    if labels is not None:
+        atomic.save_npy(labels_path, np.asarray(labels, np.int32))
+    elif os.path.exists(labels_path):
+        os.remove(labels_path)
+    atomic.save_npy(os.path.join(path, "features.npy"), features)
 
 
 def check_finite(x, fpath: str, ids=None) -> float:

@@ -190,7 +190,7 @@ class Xception(nn.Module):
     `stage` runs a part of the network: "entry" is the stem and blocks 2-3 (intermediates up to
     'block3'; logits None), "rest" takes block 3's output as x and runs block 4 to the end;
     "entry" then "rest" is "all", op for op. The split lets inference run the large early
-    feature maps on fewer images per step than the rest (galaxy_jax/modes/extract.py).
+    feature maps on fewer images per step than the rest (galaxy_jax/features.py).
     Intermediates (a dict): 'stem' [B, H', W', 64], 'block2' ... 'block14' (block outputs,
     'block14' after its final ReLU, [B, h, w, 2048]), 'pooled' [B, 2048] (the global average,
     Keras' `pooling='avg'` feature) and 'logits' [B, 1000] when include_top. Logits are pre-softmax.

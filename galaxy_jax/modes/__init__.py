@@ -13,7 +13,7 @@ MODES = {
     "kmeans": "galaxy_jax.modes.dec:run_kmeans",  # k-means baseline on the input vectors
     "pretrain": "galaxy_jax.modes.dec:run_pretrain",  # SAE: layer-wise + fine-tuning
     "dec": "galaxy_jax.modes.dec:run_dec",  # pretrain (or resume) + k-means init + DEC
-    "convert_weights": "galaxy_jax.modes.extract:run_convert_weights",  # Keras h5 -> Flax
+    "convert_weights": "galaxy_jax.modes.convert_weights:run_convert_weights",  # Keras h5 -> Flax
     "extract": "galaxy_jax.modes.extract:run_extract",  # images -> Xception features or pixels
     "morphology": "galaxy_jax.modes.morphology:run_morphology",  # CAS, Gini-M20, Sersic n
     "build_dataset": "galaxy_jax.modes.data:run_build_dataset",  # TFDS / folder datasets

@@ -22,7 +22,6 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import functools
-import hashlib
 import io
 import json
 import multiprocessing
@@ -34,7 +33,8 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from galaxy_jax import atomic, morphology
+from galaxy_jax import atomic, morphology, shards
+from galaxy_jax.data.vectors import save_features
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import prepare_workdir, versions
 
@@ -78,8 +78,7 @@ def measure_source(
     finished chunk is saved there as JSON under `meta_hash`, and a re-run measures only the rest.
     `tta`: measure the 8 rotations/flips of each galaxy, keep the per-column median (8x time).
     """
-    n = len(source)
-    chunks = [(s, min(n, s + chunk_size)) for s in range(0, n, chunk_size)]
+    chunks = shards.ranges(len(source), chunk_size)
     rows: dict[int, list] = {}
     if shard_dir:
         rows = _open_shards(shard_dir, meta_hash, chunks)
@@ -92,7 +91,7 @@ def measure_source(
     def finish(i, result):
         rows[i] = result
         if shard_dir:
-            atomic.write_json(_shard_path(shard_dir, i), {"rows": result})
+            shards.save_json(shards.shard_path(shard_dir, i, len(chunks), ".json"), result)
         bar.update(len(result))
 
     workers = int(workers) or os.cpu_count() or 1
@@ -110,31 +109,23 @@ def measure_source(
     return [r for i in range(len(chunks)) for r in rows[i]]
 
 
-def _shard_path(shard_dir, i):
-    return os.path.join(shard_dir, f"chunk_{i:06d}.json")
-
-
 def _open_shards(shard_dir, meta_hash, chunks) -> dict[int, list]:
-    meta_path = os.path.join(shard_dir, "meta.json")
-    old = None
-    if os.path.exists(meta_path):
-        with open(meta_path) as f:
-            old = json.load(f).get("meta_hash")
-    if old != meta_hash:
-        if os.path.isdir(shard_dir):
-            logging.warning("%s holds another config's measurements; starting over.", shard_dir)
-        shutil.rmtree(shard_dir, ignore_errors=True)
-        atomic.write_json(meta_path, {"meta_hash": meta_hash})
-        return {}
+    """{chunk index: rows} of the chunks already measured under `meta_hash` (galaxy_jax.shards:
+    a chunk whose file does not match its SHA-256, or of another length, is measured again)."""
+    shards.open_dir(shard_dir, meta_hash, "measurements")
     done = {}
     for i, (s, e) in enumerate(chunks):
-        try:
-            with open(_shard_path(shard_dir, i)) as f:
-                result = json.load(f)["rows"]
-        except (OSError, ValueError, KeyError):
+        path = shards.shard_path(shard_dir, i, len(chunks), ".json")
+        if not os.path.exists(path):
             continue
-        if len(result) == e - s:
+        try:
+            result = shards.load_json(path, "morphology chunk")
+        except ValueError:
+            result = None
+        if isinstance(result, list) and len(result) == e - s:
             done[i] = result
+        else:
+            shards.remove(path)
     return done
 
 
@@ -197,7 +188,7 @@ def run_morphology(config, workdir: str) -> np.ndarray:
         raise UserError("the dataset is empty; nothing to measure")
     params = _measure_params(config)
     identity = {
-        "ids_sha256": hashlib.sha256("\n".join(map(str, source.ids)).encode()).hexdigest(),
+        "ids_sha256": shards.ids_sha256(source.ids),
         "num_images": len(source),
         "source_image_shape": list(source.image_shape),
         "data": config.data.to_dict(),
@@ -207,7 +198,7 @@ def run_morphology(config, workdir: str) -> np.ndarray:
     }
     if config.tta:  # only when set, so tables measured before the field existed stay valid
         identity["tta"] = True
-    meta_hash = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    meta_hash = shards.meta_hash(identity)
     meta_path = os.path.join(workdir, "features_meta.json")
     feat_path = os.path.join(workdir, "features.npy")
     if os.path.exists(meta_path) and os.path.exists(feat_path):
@@ -237,13 +228,7 @@ def run_morphology(config, workdir: str) -> np.ndarray:
         _csv_bytes(ids, source.labels, source.class_names, raw, rows),
     )
     atomic.save_npy(os.path.join(workdir, "morphology_flags.npy"), flags)
-    atomic.save_npy(os.path.join(workdir, "ids.npy"), ids)
-    labels_path = os.path.join(workdir, "labels.npy")
-    if source.labels is not None:
-        atomic.save_npy(labels_path, np.asarray(source.labels, np.int32))
-    elif os.path.exists(labels_path):
-        os.remove(labels_path)
-    atomic.save_npy(feat_path, features)
+    save_features(workdir, features, ids, source.labels)
     per_image = [r["seconds"] for r in rows]
     atomic.write_json(  # last: its hash marks the set complete
         meta_path,

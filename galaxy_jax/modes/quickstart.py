@@ -19,9 +19,8 @@ import copy
 import os
 import time
 
-from galaxy_jax import atomic, validate, weights
+from galaxy_jax import atomic, modes, validate, weights
 from galaxy_jax.modes import report, sweep
-from galaxy_jax.modes.extract import run_extract
 from galaxy_jax.workdir import prepare_workdir, versions
 
 
@@ -56,7 +55,7 @@ def run_quickstart(config, workdir: str) -> dict:
     ex.weights, ex.seed = w, config.seed
     features_dir = os.path.join(workdir, "features")
     print(f"[1/3] extract: {ex.data.synthetic_n} synthetic galaxies -> {features_dir}")
-    run_extract(ex, features_dir)
+    modes.get("extract")(ex, features_dir)
     wall["extract"] = time.time() - t0
 
     t0 = time.time()

@@ -21,7 +21,7 @@ Workdir:
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import os
 import time
 
@@ -31,8 +31,9 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from galaxy_jax import simclr, weights
+from galaxy_jax import parallel, simclr, weights
 from galaxy_jax.checkpoint import Checkpointer
+from galaxy_jax.data.loader import image_batches
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.xception import MIN_SIZE
 from galaxy_jax.optim import make_optimizer
@@ -75,7 +76,7 @@ def run_ssl(config, workdir: str) -> dict:
     A re-run of a finished run restores its last checkpoint and only rewrites the outputs.
     """
     from galaxy_jax.data.from_config import make_image_source
-    from galaxy_jax.modes.extract import DTYPES, data_mesh
+    from galaxy_jax.features import DTYPES
 
     t0 = time.time()
     _check_config(config)
@@ -85,7 +86,7 @@ def run_ssl(config, workdir: str) -> dict:
     ckpt_dir = os.path.join(workdir, "ckpt")
     check_run_config(ckpt_dir, config, RUN_FIELDS)
 
-    mesh = data_mesh()
+    mesh = parallel.mesh()
     n_dev = mesh.devices.size
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     batch_size = -(-int(config.optim.batch_size) // n_dev) * n_dev
@@ -123,17 +124,12 @@ def run_ssl(config, workdir: str) -> dict:
     )
     key = jax.device_put(jax.random.fold_in(jax.random.PRNGKey(config.seed), 3), replicated)
     sampler = BatchSampler(len(source), batch_size, seed=config.seed)
-    pool = concurrent.futures.ThreadPoolExecutor(1)  # decodes batch i+1 during step i
-    pending = {}
-
-    def fetch(i):
-        return np.asarray(source.get(sampler(i)))
+    # Steps state.step.. in order, as the step runner asks for them; batch i+1 decodes during i.
+    steps = range(int(state.step), int(config.optim.steps))
+    batches = image_batches(source, (sampler(i) for i in steps), sharding=sharded)
 
     def batch_fn(i):
-        future = pending.pop(i, None) or pool.submit(fetch, i)
-        if i + 1 < config.optim.steps:
-            pending[i + 1] = pool.submit(fetch, i + 1)
-        return jax.device_put(future.result(), sharded), key
+        return (*next(batches), key)
 
     t1 = time.time()
     start, wall = int(state.step), {}
@@ -146,10 +142,8 @@ def run_ssl(config, workdir: str) -> dict:
         log_every=config.log_every,
         wall=wall,
     )
-    try:
+    with contextlib.closing(batches):
         state = runner.run(state, step_fn, batch_fn)
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
     runner.close()
     history, train_s = runner.history, time.time() - t1
 

@@ -26,7 +26,7 @@ is fixed across training seeds, so seeds vary only the training); the loop is th
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import functools
 import io
 import os
@@ -41,6 +41,7 @@ from jax.sharding import PartitionSpec as P
 
 from galaxy_jax import atomic, parallel
 from galaxy_jax.checkpoint import Checkpointer
+from galaxy_jax.data.loader import image_batches
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.heads import MLPHead, XceptionBinary
 from galaxy_jax.models.xception import MIN_SIZE
@@ -163,7 +164,7 @@ def run_ann(config, workdir: str) -> dict:
 def run_cnn(config, workdir: str) -> dict:
     """Xception fine-tuned end to end; see the module docstring."""
     from galaxy_jax.data.from_config import make_image_source
-    from galaxy_jax.modes.extract import DTYPES, data_mesh
+    from galaxy_jax.features import DTYPES
 
     t0 = time.time()
     d = config.data
@@ -177,7 +178,7 @@ def run_cnn(config, workdir: str) -> dict:
     splits = make_splits(config, source.ids, y)
     check_run_config(os.path.join(workdir, "ckpt"), config, RUN_FIELDS)
 
-    mesh = data_mesh()
+    mesh = parallel.mesh()
     n_dev = mesh.devices.size
     replicated, sharded = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     batch_size = -(-int(config.optim.batch_size) // n_dev) * n_dev
@@ -207,19 +208,12 @@ def run_cnn(config, workdir: str) -> dict:
     key = jax.device_put(jax.random.fold_in(jax.random.PRNGKey(config.seed), 2), replicated)
     train_idx = splits["train"]
     sampler = BatchSampler(len(train_idx), batch_size, seed=config.seed)
-    pool = concurrent.futures.ThreadPoolExecutor(1)  # decodes batch i+1 during step i
-    pending = {}
-
-    def fetch(i):
-        idx = train_idx[sampler(i)]
-        return np.asarray(source.get(idx)), y[idx]
+    # Steps state.step.. in order, as the step runner asks for them; batch i+1 decodes during i.
+    steps = range(int(state.step), int(config.optim.steps))
+    batches = image_batches(source, (train_idx[sampler(i)] for i in steps), y, sharding=sharded)
 
     def batch_fn(i):
-        future = pending.pop(i, None) or pool.submit(fetch, i)
-        if i + 1 < config.optim.steps:
-            pending[i + 1] = pool.submit(fetch, i + 1)
-        images, labels = future.result()
-        return jax.device_put(images, sharded), jax.device_put(labels, sharded), key
+        return (*next(batches), key)
 
     def predict(state, idx):
         v = {"params": state.params, "batch_stats": state.batch_stats}
@@ -229,9 +223,7 @@ def run_cnn(config, workdir: str) -> dict:
             out.append(np.asarray(predict_fn(v, images))[:n])
         return np.concatenate(out)
 
-    try:
+    with contextlib.closing(batches):
         return _train(
             config, workdir, state, step_fn, batch_fn, ckpt, predict, source.ids, y, splits, t0
         )
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
