@@ -24,6 +24,8 @@ def get_config(arg=None):
     c.tsne_max_points = 2000  # t-SNE on a seeded subsample of this many rows
     c.tsne_iters = 1000  # optimisation steps (at least 250)
     c.montage_per_cluster = 6  # most and least confident galaxies shown per cluster
+    c.map = True  # figures/<variant>_map.html: the interactive map (galaxy_jax/explore.py)
+    c.map_thumb = 48  # its thumbnails' side in pixels
     if arg == "smoke":
         c.sweep = "workdirs/sweep_smoke/sweep.jsonl"
         c.tsne_max_points = 200

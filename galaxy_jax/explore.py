@@ -22,7 +22,10 @@ import time
 
 import numpy as np
 
-from galaxy_jax import atomic, neighbours
+from galaxy_jax import atomic, layout, runs
+from galaxy_jax import neighbours as neighbours_lib
+from galaxy_jax.data.vectors import DiskRows
+from galaxy_jax.errors import UserError
 
 PALETTE = (
     "#1f77b4 #ff7f0e #2ca02c #d62728 #9467bd #8c564b #e377c2 #7f7f7f #bcbd22 #17becf "
@@ -203,7 +206,7 @@ def write_map(
     space = xy[rows] if embedding is None else np.asarray(embedding[rows], np.float32)
     k = min(n_neighbours, n - 1)
     if k > 0:
-        _, nb = neighbours.mine(space, k, "euclidean")
+        _, nb = neighbours_lib.mine(space, k, "euclidean")
         data["nbrs"] = [",".join(map(str, r)) for r in nb]
     else:
         data["nbrs"] = [""] * n
@@ -277,3 +280,96 @@ def _legend(values, name) -> str:
         f'<span style="color:{PALETTE[v % len(PALETTE)]}">&#9679;</span> {html.escape(name(v))}'
         for v in sorted(values)
     )
+
+
+def _run_arrays(run: str):
+    """(z, ids, labels, features_dir, cluster, confidence, what) of a run or features dir."""
+    if os.path.isfile(os.path.join(run, "results.json")):
+        results = runs.results(run)
+        labels, ids, features_dir = runs.run_labels_ids(results)
+        own_ids = runs.load_npy(run, "ids.npy")
+        ids = own_ids if own_ids is not None else ids
+        q = runs.load_npy(run, "q.npy")
+        assign = runs.load_npy(run, "assignments.npy")
+        cluster = q.argmax(1) if q is not None else assign
+        conf = None if q is None else q.max(1)
+        z, what = runs.load_npy(run, "embedding.npy"), "DEC embedding"
+        if z is None and features_dir:
+            z, what = DiskRows(os.path.join(features_dir, "features.npy")), "features"
+        if z is None:
+            raise UserError(f"{run}: no embedding.npy and no features to lay out")
+        return z, ids, labels, features_dir, cluster, conf, what
+    if os.path.isfile(os.path.join(run, "features.npy")):
+        z = DiskRows(os.path.join(run, "features.npy"))
+        return (
+            z,
+            runs.load_npy(run, "ids.npy"),
+            runs.load_npy(run, "labels.npy"),
+            run,
+            None,
+            None,
+            "features",
+        )
+    raise UserError(f"{run} is neither a finished run (results.json) nor an extract workdir")
+
+
+def write_run_map(
+    run: str,
+    path: str,
+    *,
+    max_points: int = 20000,
+    seed: int = 0,
+    layout_iters: int = 1000,
+    thumb: int = 48,
+    neighbours: int = 8,
+    title: str = "",
+) -> dict:
+    """The map of a run (or an extract workdir) at `path`; the map mode and the report call it.
+    The 2-D layout is the run's saved one (galaxy_jax.layout) for these max_points/seed/iters."""
+    run = os.path.abspath(os.path.expanduser(run))
+    z, ids, labels, features_dir, cluster, conf, what = _run_arrays(run)
+    n = len(z)
+    if ids is None or len(ids) != n:
+        ids = np.arange(n).astype(str)
+    rows, xy, how = layout.layout(run, z, max_points, seed, layout_iters)
+    full = np.full((n, 2), np.nan, np.float32)
+    full[rows] = xy
+    source, why = runs.image_source_of(features_dir)
+    class_names = source.class_names if source is not None else ()
+    if source is not None:
+        row_of = {str(g): r for r, g in enumerate(source.ids)}
+        src_rows = np.asarray([row_of.get(str(g), -1) for g in ids])
+
+        def images_of(rr):
+            r = src_rows[np.asarray(rr)]
+            out = np.zeros((len(r), *source.image_shape), np.uint8)
+            ok = r >= 0
+            if ok.any():
+                out[ok] = source.get(r[ok])
+            return out
+    else:
+
+        def images_of(rr):
+            return np.full((len(rr), 8, 8, 3), 200, np.uint8)
+
+    method = "t-SNE" if how == "tsne" else "UMAP"
+    note = f"{method} of the {what}." + ("" if source is not None else f" No thumbnails: {why}.")
+    info = write_map(
+        path,
+        full,
+        np.asarray(ids).astype(str),
+        images_of,
+        cluster=cluster,
+        confidence=conf,
+        labels=labels,
+        class_names=class_names,
+        columns=runs.catalog_columns(features_dir),
+        embedding=z,
+        title=title or f"galaxy_jax map: {os.path.basename(run)}",
+        max_points=max_points,
+        thumb=thumb,
+        n_neighbours=neighbours,
+        seed=seed,
+        note=note,
+    )
+    return info

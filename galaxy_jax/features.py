@@ -415,3 +415,70 @@ def _open_shard_dir(shard_dir: str, meta_hash: str, ranges, dim: int):
             else:
                 partial[i] = array
     return done, partial
+
+
+def features_of_files(paths, features_dir: str) -> tuple[np.ndarray, list]:
+    """Features of image files that are not in a features dir, made exactly as that dir's were:
+    the same weights, preprocessing, tta and feature source (from its features_meta.json). Each
+    file (jpg, png, fits, npy) is read as the dataset reads its own, resized to the dataset's
+    image shape (so the crop covers the same fraction), then goes through the same network.
+
+    Returns (features [len(paths), D] float32, the [H, W, 3] uint8 images as read)."""
+    import json
+    import os
+
+    import ml_collections
+
+    from galaxy_jax import parallel, weights
+    from galaxy_jax.data import fits
+    from galaxy_jax.data.folder import read_image_file
+    from galaxy_jax.errors import UserError
+
+    meta_path = os.path.join(features_dir, "features_meta.json")
+    if not os.path.isfile(meta_path):
+        raise UserError(f"no features_meta.json in {features_dir}: not an extract workdir")
+    with open(meta_path) as f:
+        meta = json.load(f)
+    config = ml_collections.ConfigDict(meta["config"])
+    h, w, _ = meta["source_image_shape"]
+    model = meta.get("feature_source", "xception")
+    variables, architecture = {}, ()
+    if model == "xception":
+        loaded = weights.from_config(config, include_top=False)
+        if loaded.sha256 != meta.get("weights_sha256"):
+            raise UserError(
+                f"the weights named in {meta_path} ({loaded.description}) are not the ones the "
+                "features were made with (sha256 differs): the query would not be comparable"
+            )
+        variables = loaded.variables
+        if loaded.architecture != weights.DEFAULT_ARCHITECTURE:
+            architecture = tuple(sorted(loaded.architecture.items()))
+    spec = FeatureSpec(
+        image_size=meta["image_size"],
+        crop_size=meta["crop_size"],
+        tta=meta["tta"],
+        dtype=meta["dtype"],
+        model=model,
+        grayscale=meta.get("grayscale", False),
+        standardize=meta.get("standardize", False),
+        architecture=architecture,
+    )
+    reader = fits.FitsReader(fits.FitsOptions.from_config(config.data))
+    images = []
+    for p in paths:
+        if not os.path.isfile(p):
+            raise UserError(f"query image not found: {p}")
+        img = read_image_file(p, 0, reader)
+        if img.shape[:2] != (h, w):
+            from PIL import Image
+
+            img = np.asarray(Image.fromarray(img).resize((w, h), Image.BILINEAR))
+        images.append(img)
+    mesh = parallel.mesh()
+    n_dev = mesh.devices.size
+    batch = np.stack(images)
+    pad = (-len(batch)) % n_dev
+    if pad:
+        batch = np.concatenate([batch, np.repeat(batch[-1:], pad, 0)])
+    feats = np.asarray(make_feature_fn(mesh, spec)(variables, batch))[: len(images)]
+    return feats.astype(np.float32), images

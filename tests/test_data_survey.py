@@ -290,3 +290,91 @@ def test_hdf5_memory_stays_flat_as_the_bundle_grows(tmp_path):
         peaks[n] = int(out.stdout.split()[-1]) / 1024  # MiB
         os.remove(path)
     assert peaks[4800] - peaks[600] < 100, peaks  # the data grew by ~826 MB
+
+
+def test_fits_catalog_to_extract_to_dec_to_export_keeps_ra_dec(tmp_path):
+    """End to end: a FITS catalog -> extract (pixels) -> SAE + DEC -> export, ra/dec preserved
+    row for row in clusters.csv and clusters.parquet."""
+    import pyarrow.parquet
+
+    from configs import dec_base, export, extract, galaxy_dec
+    from galaxy_jax import modes
+
+    cat = _catalog(tmp_path, n=24)
+    ex = extract.get_config("pixels_smoke")
+    ex.data = _data(catalog_path=cat, label_column="morph")
+    ex.data.image_size, ex.data.crop_size = 16, 0
+    ex.batch_size, ex.shard_size = 8, 24
+    modes.get("extract")(ex, str(tmp_path / "features"))
+    assert (tmp_path / "features" / "catalog_columns.parquet").is_file()
+    c = galaxy_dec.get_config()
+    dec_base.shrink_for_smoke(c)
+    c.data = data_defaults.features_data(str(tmp_path / "features"))
+    c.dec.n_clusters, c.sae.dims = 2, (16, 16, 32, 3)
+    modes.get("dec")(c, str(tmp_path / "dec"))
+    e = export.get_config()
+    e.run = str(tmp_path / "dec")
+    modes.get("export")(e, str(tmp_path / "export"))
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "export" / "clusters.csv")))
+    twin = pyarrow.parquet.read_table(tmp_path / "export" / "clusters.parquet").to_pylist()
+    assert len(rows) == len(twin) == 24
+    for r, t in zip(rows, twin, strict=True):
+        i = int(r["id"][1:])  # g<i>
+        assert float(r["ra"]) == 150.0 + i / 7  # the catalog's value, not a rounding of it
+        assert t["ra"] == 150.0 + i / 7 and t["dec"] == -2.0 + i / 11  # exact in Parquet
+        assert r["morph"] == ("spiral" if i % 2 else "elliptical")
+
+
+SDSS = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    "..",
+    "shared",
+    "data",
+    "sdss_ngc_hubble",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    not os.path.isfile(os.path.join(SDSS, "catalog.csv")),
+    reason="no ../shared/data/sdss_ngc_hubble",
+)
+def test_real_sdss_catalog_end_to_end(tmp_path):
+    """The real SDSS NGC/IC catalog, as published, through the catalog input -> pixel features ->
+    DEC -> export: every row kept (its four bad images are valid JPEGs), ra/dec exact."""
+    import csv
+
+    from configs import dec_base, export, extract, galaxy_dec
+    from galaxy_jax import modes
+
+    with open(os.path.join(SDSS, "catalog.csv"), newline="") as f:
+        rows = {r["name"]: r for r in csv.DictReader(f)}
+    ex = extract.get_config("pixels_smoke")
+    ex.data = _data(
+        catalog_path=os.path.join(SDSS, "catalog.csv"),
+        catalog_id_column="name",
+        catalog_path_column="image_filepath",
+        label_column="folder_class",
+    )
+    ex.data.image_size, ex.data.crop_size = 16, 0
+    ex.batch_size, ex.shard_size = 256, 4096
+    modes.get("extract")(ex, str(tmp_path / "features"))
+    c = galaxy_dec.get_config()
+    dec_base.shrink_for_smoke(c)
+    c.data = data_defaults.features_data(str(tmp_path / "features"))
+    c.sae.dims, c.dec.n_clusters = (32, 32, 64, 4), 4
+    modes.get("dec")(c, str(tmp_path / "dec"))
+    e = export.get_config()
+    e.run = str(tmp_path / "dec")
+    modes.get("export")(e, str(tmp_path / "export"))
+    out = list(csv.DictReader(open(tmp_path / "export" / "clusters.csv")))
+    assert len(out) == len(rows) == 3902
+    for r in out:
+        src = rows[r["id"]]
+        assert float(r["ra_deg"]) == float(src["ra_deg"])
+        assert float(r["dec_deg"]) == float(src["dec_deg"])
+        assert r["hubble_type_openngc"] == src["hubble_type_openngc"]
+    anomalies = list(csv.DictReader(open(tmp_path / "export" / "anomalies.csv")))
+    assert len(anomalies) == 24

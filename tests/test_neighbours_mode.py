@@ -54,3 +54,23 @@ def test_bad_queries_are_user_errors(pixel_space, tmp_path):
         modes.get("neighbours")(_config(pixel_space), str(tmp_path))
     with pytest.raises(UserError, match="neither embedding.npy"):
         modes.get("neighbours")(_config(str(tmp_path), query_ids="0"), str(tmp_path / "o"))
+
+
+def test_an_image_file_not_in_the_space_is_run_through_the_same_features(pixel_space, tmp_path):
+    import json
+
+    import ml_collections
+    from PIL import Image
+
+    from galaxy_jax.data.from_config import make_image_source
+
+    with open(f"{pixel_space}/features_meta.json") as f:
+        data = ml_collections.ConfigDict(json.load(f)["config"]["data"])
+    source = make_image_source(data)
+    Image.fromarray(source.get([7])[0]).save(tmp_path / "query.png")  # lossless: row 7 exactly
+    c = _config(pixel_space, query_images=str(tmp_path / "query.png"), k=3)
+    modes.get("neighbours")(c, str(tmp_path / "out"))
+    rows = list(csv.DictReader(open(tmp_path / "out" / "neighbours.csv")))
+    assert rows[0]["query"] == "query.png" and rows[0]["id"] == source.ids[7]
+    assert float(rows[0]["distance"]) < 1e-5
+    assert (tmp_path / "out" / "montages" / "query.png.png").is_file()

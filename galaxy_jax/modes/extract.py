@@ -28,7 +28,7 @@ import jax
 import numpy as np
 from absl import logging
 
-from galaxy_jax import atomic, shards, validate, weights
+from galaxy_jax import atomic, runs, shards, validate, weights
 from galaxy_jax import features as features_lib
 from galaxy_jax.data.vectors import save_features
 from galaxy_jax.errors import UserError
@@ -36,7 +36,13 @@ from galaxy_jax.workdir import prepare_workdir, versions
 
 SHARD_DIR = "feature_shards"
 
-OUTPUTS = ("features.npy", "ids.npy", "labels.npy", "features_meta.json")
+OUTPUTS = (
+    "features.npy",
+    "ids.npy",
+    "labels.npy",
+    "features_meta.json",
+    runs.CATALOG_COLUMNS,
+)
 
 
 def _file_sha256(path: str) -> str:
@@ -128,6 +134,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
         features = _up_to_date(meta_path, feat_path, meta_hash)
         if features is not None:
             logging.info("%s is up to date; nothing to do.", feat_path)
+            runs.save_catalog_columns(workdir, source.columns)
             return features
 
     start = time.time()
@@ -163,6 +170,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
 
     # features.npy last but one, the metadata last: its hash marks the set complete.
     save_features(workdir, features, source.ids, source.labels)
+    runs.save_catalog_columns(workdir, source.columns)  # ra, dec, ... row for row with ids.npy
     atomic.write_json(
         meta_path,
         {

@@ -37,7 +37,7 @@ def _queries(config, x, ids, features_dir):
         images.append(None)
     files = _split(config.query_images)
     if files:
-        from galaxy_jax.features import features_of_files
+        from galaxy_jax.features import features_of_files  # the network, only when needed
 
         if features_dir is None or not os.path.isfile(os.path.join(config.space, "features.npy")):
             raise UserError("image queries need a feature space (an extract workdir)")

@@ -83,6 +83,9 @@ def run_quickstart(config, workdir: str) -> dict:
     table = report.markdown_table(report.summarise(runs))
     print(f"\nXception weights: {weights_desc}\n\n{table}\n")
     print(f"Report: {os.path.join(workdir, 'report.md')}, figures in {workdir}/figures/")
+    maps = sorted(f for f in os.listdir(os.path.join(workdir, "figures")) if f.endswith(".html"))
+    for m in maps:  # the interactive maps (galaxy_jax/explore.py): open in a browser
+        print(f"Map: {os.path.join(workdir, 'figures', m)}")
     results = {
         "weights": weights_desc,
         "table": table,

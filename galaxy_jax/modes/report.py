@@ -155,8 +155,9 @@ def _primary(metrics):
     return next(iter(metrics), None)
 
 
-def plot_confusion(results, path) -> str:
-    """Heat maps of every contingency / confusion table in results['metrics']."""
+def plot_confusion(results, path, class_names=()) -> str:
+    """Every contingency / confusion table in results['metrics'], with integer counts, class
+    names on the true-class axis and cluster (or predicted class) names on the other."""
     plt = plots.pyplot()
 
     tables = [
@@ -166,12 +167,27 @@ def plot_confusion(results, path) -> str:
     ]
     if not tables:
         return "no contingency tables in results.json"
-    fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.8), squeeze=False)
     for ax, (section, t) in zip(axes[0], tables, strict=True):
+        supervised = "confusion" in results["metrics"][section]
+        names = [str(c) for c in class_names] if len(class_names) == t.shape[1] else None
+        true_names = names or [str(j) for j in range(t.shape[1])]
+        rows = true_names if supervised and t.shape[0] == t.shape[1] else None
+        rows = rows or [f"cluster {i}" for i in range(t.shape[0])]
         ax.imshow(t, cmap="Blues")
         for (i, j), v in np.ndenumerate(t):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
-        supervised = "confusion" in results["metrics"][section]
+            dark = v > t.max() / 2
+            ax.text(
+                j,
+                i,
+                f"{int(v)}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if dark else "black",
+            )
+        ax.set_xticks(range(t.shape[1]), true_names, rotation=30 if names else 0, ha="right")
+        ax.set_yticks(range(t.shape[0]), rows)
         ax.set_xlabel("true class")
         ax.set_ylabel("predicted class" if supervised else "cluster")
         ax.set_title(section)
@@ -179,7 +195,9 @@ def plot_confusion(results, path) -> str:
     return ""
 
 
-def plot_embedding(workdir, results, labels, path, max_points, seed, iters=1000) -> str:
+def plot_embedding(
+    workdir, results, labels, path, max_points, seed, iters=1000, class_names=()
+) -> str:
     """The run's 2-D map (galaxy_jax.layout: t-SNE or UMAP of embedding.npy, else q.npy, on a
     seeded subsample), by cluster and by label."""
     plt = plots.pyplot()
@@ -199,7 +217,13 @@ def plot_embedding(workdir, results, labels, path, max_points, seed, iters=1000)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
     for ax, (name, c) in zip(axes[0], panels, strict=True):
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=c, s=4, cmap="tab10")
-        ax.legend(*sc.legend_elements(), title=name, fontsize=7, loc="best")
+        handles, _ = sc.legend_elements()
+        values = np.unique(c)
+        if name == "true label" and len(class_names) > int(values.max(initial=-1)):
+            text = [class_names[int(v)] if v >= 0 else "unknown" for v in values]
+        else:
+            text = [f"{'cluster' if name == 'cluster' else 'label'} {int(v)}" for v in values]
+        ax.legend(handles, text, title=name, fontsize=7, loc="best")
         ax.set_title(f"{'t-SNE' if how == 'tsne' else 'UMAP'} of {what}: {name}")
         ax.set_xticks([])
         ax.set_yticks([])
@@ -243,7 +267,10 @@ def plot_montage(workdir, ids, features_dir, path, per_cluster) -> str:
             if src is None:
                 continue
             ax.imshow(source.get([src])[0])
-            ax.set_title(f"c{k} {tag} {conf[i]:.2f}", fontsize=6)
+            label = ""
+            if source.labels is not None and 0 <= source.labels[src] < len(source.class_names):
+                label = f" {source.class_names[source.labels[src]]}"
+            ax.set_title(f"c{k} {tag} {conf[i]:.2f}{label}", fontsize=6)
     plots.save_fig(fig, path)
     return ""
 
@@ -286,6 +313,29 @@ def _safe(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
+def _map(config, run_dir, path, variant, seed) -> str:
+    """The run's interactive map beside the figures; the markdown line that links it."""
+    from galaxy_jax.explore import write_run_map
+
+    try:
+        info = write_run_map(
+            run_dir,
+            path,
+            max_points=config.tsne_max_points,  # the same layout as the embedding figure
+            seed=seed,
+            layout_iters=config.tsne_iters,
+            thumb=config.map_thumb,
+            title=f"{variant}: {os.path.basename(run_dir)}",
+        )
+    except UserError as e:
+        return f"**Interactive map**: _skipped: {e}_"
+    rel = os.path.relpath(path, os.path.dirname(os.path.dirname(path)))
+    return (
+        f"**Interactive map**: [{os.path.basename(path)}]({rel}) ({info['points']:,} galaxies; "
+        "open it in a browser, offline: hover for thumbnails, click for neighbours)"
+    )
+
+
 def run_report(config, workdir: str) -> str:
     """Writes workdir/report.md and workdir/figures/*.png; returns the markdown."""
     if config.get("sweep"):
@@ -319,14 +369,20 @@ def run_report(config, workdir: str) -> str:
         labels, ids, features_dir = run_files.run_labels_ids(results)
         if os.path.isfile(os.path.join(w, "ids.npy")):
             ids = np.load(os.path.join(w, "ids.npy"))
+        meta = run_files.features_meta(features_dir)
+        names = tuple(meta.get("class_names", ()))
+        md += [f"Features: {run_files.weights_line(meta)}.", ""]
         name = _safe(variant)
+        if config.map:
+            page = os.path.join(fig_dir, f"{name}_map.html")
+            md += [_map(config, w, page, variant, r["seed"]), ""]
         figures = [
-            ("Confusion", "confusion", lambda p, res=results: plot_confusion(res, p)),
+            ("Confusion", "confusion", lambda p, res=results, n=names: plot_confusion(res, p, n)),
             (
                 "Embedding (t-SNE)",
                 "embedding",
-                lambda p, w=w, res=results, y=labels, s=r["seed"]: plot_embedding(
-                    w, res, y, p, config.tsne_max_points, s, config.get("tsne_iters", 1000)
+                lambda p, w=w, res=results, y=labels, s=r["seed"], n=names: plot_embedding(
+                    w, res, y, p, config.tsne_max_points, s, config.tsne_iters, n
                 ),
             ),
             (
@@ -348,12 +404,13 @@ def run_report(config, workdir: str) -> str:
     return text
 
 
-def cluster_table(run_dir: str) -> dict:
+def cluster_table(run_dir: str) -> tuple[dict, set]:
     """The per-galaxy table of a finished DEC run, in the run's row order (that of its data):
     {'id', 'cluster', 'confidence', 'dist_j', 'q_j', 'anomaly_score', 'map_x', 'map_y', then
     every catalog column the data carried}, each an [N] array. dist_j (Euclidean distance of the
     embedding to centre j) needs embedding.npy + centres.npy; map_x/map_y the run's saved 2-D
-    map (galaxy_jax.layout; NaN for rows the map sampled out)."""
+    map (galaxy_jax.layout; NaN for rows the map sampled out). Also returns the names of the
+    catalog columns, which the CSV writes at full precision (ra, dec)."""
     run_dir = os.path.abspath(os.path.expanduser(run_dir))
     results = run_files.results(run_dir)
     q = run_files.load_npy(run_dir, "q.npy")
@@ -388,6 +445,7 @@ def cluster_table(run_dir: str) -> dict:
     if xy is not None:
         table["map_x"], table["map_y"] = xy[:, 0], xy[:, 1]
     columns = run_files.catalog_columns(features_dir)
+    catalog = set()
     if columns:
         feature_ids = run_files.load_npy(features_dir, "ids.npy").astype(str)
         row_of = {g: r for r, g in enumerate(feature_ids)}
@@ -395,11 +453,14 @@ def cluster_table(run_dir: str) -> dict:
         for name, values in columns.items():
             key = name if name not in table else f"catalog_{name}"
             table[key] = np.where(rows >= 0, values[np.maximum(rows, 0)], None)
-    return table
+            catalog.add(key)
+    return table, catalog
 
 
-def _write_table(table: dict, order: np.ndarray, path: str) -> None:
-    """table rows in `order` as CSV at path and as Parquet beside it (.parquet)."""
+def _write_table(table: dict, order: np.ndarray, path: str, exact=()) -> None:
+    """table rows in `order` as CSV at path and as Parquet beside it (.parquet). Floats take 6
+    significant digits in the CSV, except the `exact` columns (catalog values: the shortest
+    text that reads back to the same float)."""
     import pyarrow as pa
     import pyarrow.parquet
 
@@ -407,14 +468,15 @@ def _write_table(table: dict, order: np.ndarray, path: str) -> None:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(list(table))
 
-    def cell(v):
+    def cell(v, full):
         if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{v:.6g}"
+            return "" if np.isnan(v) else (repr(float(v)) if full else f"{v:.6g}")
         return "" if v is None else v
 
+    full = [k in exact for k in table]
     columns = [np.asarray(v)[order] for v in table.values()]
     for row in zip(*columns, strict=True):
-        w.writerow([cell(v) for v in row])
+        w.writerow([cell(v, f) for v, f in zip(row, full, strict=True)])
     atomic.write_bytes(path, buf.getvalue().encode())
     arrow = pa.table({k: pa.array(list(c)) for k, c in zip(table, columns, strict=True)})
     sink = pa.BufferOutputStream()
@@ -427,16 +489,16 @@ def run_export(config, workdir: str) -> str:
     run in config.run (configs/export.py); returns the CSV's path."""
     if not config.get("run"):
         raise UserError("set config.run to the workdir of a finished DEC run")
-    table = cluster_table(config.run)
+    table, catalog = cluster_table(config.run)
     workdir = prepare_workdir(workdir)
     ids, assign, conf = table["id"], table["cluster"], table["confidence"]
     order = np.lexsort((np.arange(len(ids)), -conf, assign))  # cluster, then confidence desc
     path = os.path.join(workdir, config.get("filename", "clusters.csv"))
-    _write_table(table, order, path)
+    _write_table(table, order, path, catalog)
     n_anomalies = min(int(config.get("anomalies", 0)), len(ids))
     if n_anomalies:
         worst = np.lexsort((np.arange(len(ids)), -table["anomaly_score"]))[:n_anomalies]
-        _write_table(table, worst, os.path.join(workdir, "anomalies.csv"))
+        _write_table(table, worst, os.path.join(workdir, "anomalies.csv"), catalog)
         why = _anomaly_montage(config.run, ids[worst], table, worst, workdir)
         if why:
             print(f"No anomalies.png: {why}")
