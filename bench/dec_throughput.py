@@ -3,8 +3,9 @@
 Both run the DEC iteration of the paper: encoder d-500-500-2000-10 (ReLU except the
 embedding), a Student-t soft assignment to K=10 trainable centres (alpha 1), KL(P||Q) against a
 fixed target P, SGD lr 0.01 momentum 0.9, batch 256, on the same synthetic float32 rows and
-target rows held in memory. Ours is the loop body of `galaxy_jax.modes.dec._dec_loop`:
-numpy gather of x[idx] and p[idx], host->device copies, the jitted step (no host sync). Keras
+target rows held in memory. Ours is what `galaxy_jax.dec.train` runs per step, its step runner
+(galaxy_jax/train_loop.StepRunner, without checkpoints): numpy gather of x[idx] and p[idx],
+host->device copies, the step compiled ahead of time, the on-device NaN guard (no host sync). Keras
 is the public DEC-keras recipe rewritten here: Sequential-style encoder + a clustering layer
 computing q_ij = (1 + |z_i - mu_j|^2/alpha)^-((alpha+1)/2) normalised over j, compiled with
 loss 'kld', one `model.train_on_batch(x[idx], p[idx])` per iteration (which returns the loss to
@@ -122,7 +123,8 @@ def flax_runner(dims, k: int, batch: int, n: int):
 
     from galaxy_jax import dec
     from galaxy_jax.models.autoencoder import Autoencoder
-    from galaxy_jax.train_loop import BatchSampler
+    from galaxy_jax.optim import make_optimizer
+    from galaxy_jax.train_loop import BatchSampler, StepRunner
 
     model = Autoencoder(dims)
     x, p = synthetic(n, dims[0], k)
@@ -130,7 +132,7 @@ def flax_runner(dims, k: int, batch: int, n: int):
     centres = jax.random.normal(jax.random.PRNGKey(1), (k, dims[-1]))
     state = dec.DECState.create(
         apply_fn=model.apply,
-        tx=dec.make_optimizer("sgd", 0.01, 0.9),
+        tx=make_optimizer({"optimizer": "sgd", "lr": 0.01, "momentum": 0.9}),
         params={"ae": params, "centres": centres},
     )
     encode = lambda v, xb: model.apply(v, xb, method=Autoencoder.encode)  # noqa: E731
@@ -140,16 +142,20 @@ def flax_runner(dims, k: int, batch: int, n: int):
     cost = cost.cost_analysis()
     flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
     sampler = BatchSampler(n, batch, seed=999)
-    box = {"state": state, "i": 0}
+    runner = StepRunner("dec", None, total=2**31 - 1, start=0)  # dec.train's loop, no checkpoints
+    box = {"state": state}
+
+    def batch_fn(i):
+        idx = sampler(i)
+        return jnp.asarray(x[idx]), jnp.asarray(p[idx])
 
     def run(steps: int) -> float:
         t = time.perf_counter()
-        state, start = box["state"], box["i"]
-        for i in range(start, start + steps):  # the loop body of modes.dec._dec_loop
-            idx = sampler(i)
-            state, loss = step_fn(state, jnp.asarray(x[idx]), jnp.asarray(p[idx]))
-        float(loss)  # one host sync per block, as at a target update
-        box["state"], box["i"] = state, start + steps
+        state = box["state"]
+        stop = int(state.step) + steps
+        state = runner.run(state, step_fn, batch_fn, stop=stop)
+        runner.guard.check(stop)  # one host sync per block, as at a target update
+        box["state"] = state
         return time.perf_counter() - t
 
     first = run(1)

@@ -220,7 +220,9 @@ def row_metrics(key, runs):
                     for r, n in zip(runs, steps, strict=True)
                 ]
             ),
-            "val_accuracy_history_per_seed": [r["history"].get("val_accuracy") for r in runs],
+            "val_accuracy_history_per_seed": [
+                r["history"].get(r["config"]["mode"], {}).get("val_accuracy") for r in runs
+            ],
         }
         return out
     return {

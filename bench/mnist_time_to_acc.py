@@ -53,9 +53,9 @@ def run_seed(config: str, seed: int, workdir: str, target: float) -> dict:
     with open(os.path.join(workdir, "results.json")) as f:
         res = json.load(f)
     phases = res["wall_s"]
-    dec_hist = res["history"]["dec"]
+    acc_curve = res["history"]["dec"].get("acc", [])  # [[step, acc]] per target update
     dec_steps = max(int(res["dec_steps"]), 1)
-    reached = next((e for e in dec_hist if e.get("acc", 0.0) >= target), None)
+    reached = next(((step, a) for step, a in acc_curve if a >= target), None)
     acc = res["metrics"]["dec"]["acc"]
     row = {
         "seed": seed,
@@ -67,21 +67,21 @@ def run_seed(config: str, seed: int, workdir: str, target: float) -> dict:
         "kmeans_embedding_acc": round(res["metrics"]["kmeans_embedding"]["acc"], 4),
         "dec_steps": int(res["dec_steps"]),
         "reached_target_at_end": acc >= target,
-        "acc_per_target_update": [[e["step"], round(e["acc"], 4)] for e in dec_hist],
+        "acc_per_target_update": [[step, round(a, 4)] for step, a in acc_curve],
         "loadavg_1_5_15": {"before": load_before, "after": load_after},
     }
     if reached is not None:
         row["first_target_update_reaching_target"] = {
-            "dec_step": reached["step"],
-            "acc": round(reached["acc"], 4),
+            "dec_step": reached[0],
+            "acc": round(reached[1], 4),
             # upper-bound estimate (see the module docstring)
-            "est_wall_s": round(wall - phases["dec"] * (1 - reached["step"] / dec_steps), 1),
+            "est_wall_s": round(wall - phases["dec"] * (1 - reached[0] / dec_steps), 1),
         }
     if reached is None:
         when = "reached only after the last DEC step" if acc >= target else "not reached"
     else:
         est = row["first_target_update_reaching_target"]["est_wall_s"]
-        when = f"first reached at DEC step {reached['step']}, ~{est:.0f} s"
+        when = f"first reached at DEC step {reached[0]}, ~{est:.0f} s"
     print(
         f"  seed {seed}: {wall:.0f} s end to end, DEC acc {acc:.4f} (k-means on the embedding "
         f"{row['kmeans_embedding_acc']:.4f}); target {target} {when}; "

@@ -2,8 +2,10 @@
 
 Both train the DEC stacked autoencoder d-500-500-2000-10 end to end (ReLU except the embedding
 and the reconstruction), MSE loss, Adam lr 1e-3 (epsilon 1e-8 on both), batch 256, on the same
-synthetic float32 rows held in memory, shuffled. Ours is what `galaxy_jax.modes.dec` runs
-per step: numpy gather of a BatchSampler batch, host->device copy, `sae.make_finetune_step`.
+synthetic float32 rows held in memory, shuffled. Ours is what `galaxy_jax.sae.pretrain` runs
+per step, its step runner (galaxy_jax/train_loop.StepRunner, without checkpoints): numpy gather
+of a BatchSampler batch, host->device copy, `sae.make_finetune_step` compiled ahead of time, the
+on-device NaN guard.
 Keras is `model.fit(x, x, batch_size=256, steps_per_epoch=S, shuffle=True)`, timed two ways:
 whole calls (its per-call set-up included, amortised over S steps) and, from batch-end
 callbacks, the steady state inside a call (set-up excluded, as in a long fit; the `_in_fit`
@@ -99,10 +101,11 @@ def flax_runner(dims, batch: int, n: int):
 
     from galaxy_jax import sae
     from galaxy_jax.models.autoencoder import Autoencoder
-    from galaxy_jax.train_loop import BatchSampler
+    from galaxy_jax.optim import make_optimizer
+    from galaxy_jax.train_loop import BatchSampler, StepRunner
 
     model = Autoencoder(dims)
-    tx = sae.make_optimizer("adam", 1e-3, 0.0, 0, 0.1)
+    tx = make_optimizer({"optimizer": "adam", "lr": 1e-3, "momentum": 0.0})
     state = sae.create_state(model, tx, jax.random.PRNGKey(0))
     x = np.random.default_rng(0).normal(size=(n, dims[0])).astype(np.float32)
     sampler = BatchSampler(n, batch, seed=0)
@@ -110,15 +113,17 @@ def flax_runner(dims, batch: int, n: int):
     cost = plain.lower(state, jnp.asarray(x[:batch])).compile().cost_analysis()
     flops = (cost[0] if isinstance(cost, list) else cost)["flops"]
     step_fn = sae.make_finetune_step(model)
-    box = {"state": state, "i": 0}
+    # The loop of every mode (compiled on the first call), without checkpoints or history.
+    runner = StepRunner("sae/finetune", None, total=2**31 - 1, start=0)
+    box = {"state": state}
 
     def run(steps: int) -> float:
         t = time.perf_counter()
-        state, start = box["state"], box["i"]
-        for i in range(start, start + steps):  # the loop body of cluster._train_loop
-            state, loss = step_fn(state, jnp.asarray(x[sampler(i)]))
-        float(loss)  # one host sync per block, as at a log step
-        box["state"], box["i"] = state, start + steps
+        state = box["state"]
+        stop = int(state.step) + steps
+        state = runner.run(state, step_fn, lambda i: (jnp.asarray(x[sampler(i)]),), stop=stop)
+        runner.guard.check(stop)  # one host sync per block, as at a log step
+        box["state"] = state
         return time.perf_counter() - t
 
     first = run(1)

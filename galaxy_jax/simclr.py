@@ -7,8 +7,8 @@ of the batch away. No labels are used. What is kept afterwards is the backbone (
 with its batch-norm statistics); the projection head is thrown away, as in SimCLR, since the
 features before it transfer better.
 
-The training loop and checkpoints are in galaxy_jax/modes/ssl.py; this module holds the model,
-the loss and the jitted step.
+The mode galaxy_jax/modes/ssl.py wires a config to this module (the model, the loss and the
+jitted step) and to the step runner (galaxy_jax/train_loop.py: the loop and checkpoints).
 """
 
 from __future__ import annotations
@@ -20,15 +20,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax.training import train_state
 
 from galaxy_jax import weights
 from galaxy_jax.data.preprocess import preprocess, ssl_views
 from galaxy_jax.models import xception
-
-
-class State(train_state.TrainState):
-    batch_stats: Any = None  # the backbone's running statistics
+from galaxy_jax.train_loop import State
 
 
 class ProjectionHead(nn.Module):

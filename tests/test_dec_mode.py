@@ -36,7 +36,7 @@ def test_dec_smoke_clusters_separated_blobs(uninterrupted):
     assert r["metrics"]["kmeans_embedding"]["acc"] >= 0.9
     assert set(r["wall_s"]) >= {"sae/layer_0", "sae/finetune", "kmeans_init", "dec", "total"}
     assert r["config"]["mode"] == "dec" and "jax" in r["versions"]
-    assert r["history"]["dec"][0]["step"] == 0
+    assert r["history"]["dec"]["delta_label"][0][0] == 0
     n, k, d = 600, 4, 4  # the smoke blobs: 600 points, 4 clusters, 4-d embedding
     for name, shape in (
         ("q", (n, k)),

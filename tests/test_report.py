@@ -47,11 +47,12 @@ def _write_run(run_dir, features_dir, acc, seed):
             }
         },
         "history": {
-            "sae/finetune": [[10, 1.0], [20, 0.5]],
-            "dec": [
-                {"step": 0, "delta_label": 0.2, "loss": None, "acc": 0.8},
-                {"step": 20, "delta_label": 0.01, "loss": 0.1, "acc": acc},
-            ],
+            "sae/finetune": {"loss": [[10, 1.0], [20, 0.5]]},
+            "dec": {
+                "delta_label": [[0, 0.2], [20, 0.01]],
+                "loss": [[20, 0.1]],
+                "acc": [[0, 0.8], [20, acc]],
+            },
         },
     }
     with open(os.path.join(run_dir, "results.json"), "w") as f:

@@ -8,13 +8,16 @@ import pytest
 
 from galaxy_jax import sae
 from galaxy_jax.models.autoencoder import Autoencoder
+from galaxy_jax.optim import make_optimizer
 
 DIMS = (12, 8, 8, 16, 3)
 
 
 def _state(opt="adam"):
     model = Autoencoder(DIMS)
-    tx = sae.make_optimizer(opt, 1e-2, 0.9, 0, 0.1)
+    tx = make_optimizer(
+        {"optimizer": opt, "lr": 1e-2, "momentum": 0.9, "lr_decay_every": 0, "lr_decay": 0.1}
+    )
     return model, sae.create_state(model, tx, jax.random.PRNGKey(0))
 
 

@@ -78,12 +78,12 @@ _PEAK_RSS = """
 import sys
 import numpy as np
 from tests.test_scale import _features_config
-from galaxy_jax import dec_init
+from galaxy_jax import dec, dec_init
 from galaxy_jax.data import vectors
 from galaxy_jax.modes import dec as dec_mode
 
 feat, workdir, chunk, in_memory = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "1"
-dec_mode.PREDICT_CHUNK = dec_init.ASSIGN_CHUNK = vectors.SCAN_CHUNK = chunk
+dec.PREDICT_CHUNK = dec_init.ASSIGN_CHUNK = vectors.SCAN_CHUNK = chunk
 if in_memory:
     data = vectors.load_features(feat)
     data = vectors.Vectors(np.asarray(data.x), data.y, data.ids)

@@ -112,7 +112,7 @@ def full_run(tmp_path_factory):
 
 
 def test_tiny_run_lowers_the_loss(full_run):
-    loss = [v for _, v in _results(full_run)["history"]["loss"]]
+    loss = [v for _, v in _results(full_run)["history"]["ssl"]["loss"]]
     assert len(loss) == 12 and np.isfinite(loss).all()
     assert np.mean(loss[-3:]) < np.mean(loss[:3]) - 0.05, loss
 

@@ -12,9 +12,10 @@ import optax
 import pytest
 
 from configs import supervised_ann, supervised_cnn
-from galaxy_jax import preemption
+from galaxy_jax import preemption, supervised
 from galaxy_jax.errors import UserError
-from galaxy_jax.modes import supervised
+from galaxy_jax.modes import supervised as supervised_mode
+from galaxy_jax.optim import make_optimizer
 
 
 def _read(workdir):
@@ -98,15 +99,15 @@ def test_cnn_step_updates_batch_stats_and_eval_uses_them():
 
 def test_ann_smoke_resumes_to_the_same_result(tmp_path, monkeypatch):
     config = supervised_ann.get_config("smoke")
-    full = _read_run(supervised.run_ann, config, str(tmp_path / "full"))
+    full = _read_run(supervised_mode.run_ann, config, str(tmp_path / "full"))
     assert full["metrics"]["test"]["accuracy"] >= 0.9
     assert set(full["metrics"]["val"]) >= {"accuracy", "roc_auc", "confusion", "n"}
     calls = iter(range(1, 1000))
     monkeypatch.setattr(preemption, "requested", lambda: next(calls) == 25)
     with pytest.raises(preemption.Preempted):
-        supervised.run_ann(config, str(tmp_path / "cut"))
+        supervised_mode.run_ann(config, str(tmp_path / "cut"))
     monkeypatch.setattr(preemption, "requested", lambda: False)
-    resumed = _read_run(supervised.run_ann, config, str(tmp_path / "cut"))
+    resumed = _read_run(supervised_mode.run_ann, config, str(tmp_path / "cut"))
     assert resumed["metrics"] == full["metrics"]
     assert resumed["history"] == full["history"]
 
@@ -120,14 +121,14 @@ def test_ann_needs_binary_labels(tmp_path):
     config = supervised_ann.get_config("smoke")
     config.data.n_clusters = 3
     with pytest.raises(UserError, match="binary"):
-        supervised.run_ann(config, str(tmp_path))
+        supervised_mode.run_ann(config, str(tmp_path))
 
 
 def test_cnn_smoke(tmp_path):
     config = supervised_cnn.get_config("smoke")
-    r = _read_run(supervised.run_cnn, config, str(tmp_path))
+    r = _read_run(supervised_mode.run_cnn, config, str(tmp_path))
     assert r["split_sizes"] == {"train": 12, "val": 2, "test": 2}
-    assert [s for s, _ in r["history"]["train_loss"]] == [1, 2]
+    assert [s for s, _ in r["history"]["supervised_cnn"]["loss"]] == [1, 2]
     for split in ("val", "test"):
         m = r["metrics"][split]
         assert m["n"] == 2 and np.asarray(m["confusion"]).sum() == 2
@@ -140,7 +141,7 @@ def test_cnn_smoke(tmp_path):
     from galaxy_jax.checkpoint import Checkpointer
 
     model = supervised.XceptionBinary()
-    variables, _ = supervised._cnn_variables(config, model, config.data.image_size)
+    variables, _ = supervised.cnn_variables(config, model, config.data.image_size)
     init = supervised.State.create(
         apply_fn=model.apply,
         params=variables["params"],
@@ -158,11 +159,11 @@ def test_cnn_narrow_network_from_scratch(tmp_path):
     config.model.width = 0.25
     config.model.middle_blocks = 2
     config.optim.steps = 1
-    r = _read_run(supervised.run_cnn, config, str(tmp_path))
-    assert [s for s, _ in r["history"]["train_loss"]] == [1]
-    assert np.isfinite(r["history"]["train_loss"][0][1])
+    r = _read_run(supervised_mode.run_cnn, config, str(tmp_path))
+    assert [s for s, _ in r["history"]["supervised_cnn"]["loss"]] == [1]
+    assert np.isfinite(r["history"]["supervised_cnn"]["loss"][0][1])
     model = supervised.XceptionBinary(width=0.25, middle_blocks=2)
-    variables, description = supervised._cnn_variables(config, model, config.data.image_size)
+    variables, description = supervised.cnn_variables(config, model, config.data.image_size)
     assert "width 0.25, middle_blocks 2" in description
     assert variables["params"]["head"]["kernel"].shape == (512, 1)  # 2048 * 0.25
     assert "block6_sepconv1" in variables["params"]["backbone"]
@@ -181,7 +182,7 @@ def test_cnn_architecture_must_match_the_weights(tmp_path):
     config.download = True  # the error comes first: nothing is downloaded or created
     workdir = tmp_path / "run"
     with pytest.raises(UserError, match=r"config.model.width=0.25 and config.model.middle_blocks"):
-        supervised.run_cnn(config, str(workdir))
+        supervised_mode.run_cnn(config, str(workdir))
     assert not workdir.exists()
     config.weights = "random"
     config.model.middle_blocks = 9
@@ -199,7 +200,7 @@ def test_cnn_architecture_must_match_the_weights(tmp_path):
     assert supervised.cnn_architecture(config) == arch
     config.model.width, config.model.middle_blocks = 1.0, 8
     config.optim.steps = 1
-    r = _read_run(supervised.run_cnn, config, str(tmp_path / "from_encoder"))
+    r = _read_run(supervised_mode.run_cnn, config, str(tmp_path / "from_encoder"))
     assert r["metrics"]["test"]["n"] == 2
     config.model.width = 0.25
     with pytest.raises(UserError, match="holds width 0.125, middle_blocks 1"):
@@ -209,7 +210,7 @@ def test_cnn_architecture_must_match_the_weights(tmp_path):
 def test_optimizer_schedule():
     optim = supervised_cnn.get_config().optim
     optim.lr, optim.steps, optim.schedule = 0.1, 4, "cosine"
-    tx = supervised.make_optimizer(optim)
+    tx = make_optimizer(optim)
     params = {"w": jnp.ones(())}
     state = tx.init(params)
     steps = []
@@ -219,4 +220,4 @@ def test_optimizer_schedule():
     assert steps[0] == pytest.approx(0.1, rel=1e-3) and steps[-1] == 0.0  # lr -> 0 at steps
     optim.schedule = "linear"
     with pytest.raises(UserError, match="config.optim.schedule"):
-        supervised.make_optimizer(optim)
+        make_optimizer(optim)

@@ -1,14 +1,18 @@
 """Modes on vector data (MNIST pixels or extracted features): kmeans, pretrain and dec.
 
-Workdir layout:
+The training is in the library: galaxy_jax/sae.py (`pretrain`) and galaxy_jax/dec.py (`train`,
+the target update, the whole-dataset passes), both on the step runner of train_loop.py; this
+module wires a config to them and to the workdir:
   sae/layer_<i>/, sae/finetune/   Orbax checkpoints of the autoencoder phases
   dec/                            Orbax checkpoints of DEC; dec/init.npz holds the k-means init
   results.json, assignments.npy, q.npy [N, K], embedding.npy [N, d], centres.npy [K, d],
-  ids.npy [N]                     written at the end (atomically)
+  ids.npy [N]                     written at the end (atomically); results.json's history is
+                                  {phase: {metric: [[step, value]]}}: 'sae/<phase>': loss,
+                                  'dec': delta_label, acc (labelled data), loss
 
 Scale (README, "Scale"): the inputs may be a disk reader (galaxy_jax/data/vectors.DiskRows);
 training reads only the rows of each batch, and whole-dataset passes go in chunks of
-PREDICT_CHUNK rows. What is kept in memory per row is small: the embedding [N, d], the soft
+dec.PREDICT_CHUNK rows. What is kept in memory per row is small: the embedding [N, d], the soft
 assignments q and the target P [N, K]. DEC's target is computed in one pass: the pass keeps q for
 every row (K floats), sums f_j = sum_i q_ij on the way, and P follows from q and f without
 re-reading the inputs. The clustering used for the initialisation is fitted on at most
@@ -30,30 +34,20 @@ naming the first bad step, and a non-finite state is never checkpointed.
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from tqdm.auto import tqdm
 
-from galaxy_jax import atomic, dec, dec_init, metrics, parallel, preemption, sae, validate
-from galaxy_jax.checkpoint import Checkpointer, NonFiniteStateError
+from galaxy_jax import atomic, dec, dec_init, metrics, parallel, sae, validate
 from galaxy_jax.data.vectors import load_vectors
-from galaxy_jax.models.autoencoder import Autoencoder
-from galaxy_jax.train_loop import BatchSampler, FiniteGuard, NonFiniteError
 from galaxy_jax.workdir import (
     check_run_config,
     check_workdir_writable,
     prepare_workdir,
     write_results,
 )
-
-PREDICT_CHUNK = 8192  # rows per jitted forward pass over the whole dataset
-
 
 # What each phase directory's checkpoints depend on (checked by check_run_config on resume).
 PHASE_FIELDS = {"sae": ("seed", "data", "sae"), "dec": ("seed", "data", "sae", "dec")}
@@ -76,18 +70,6 @@ def setup(config, workdir, phases=()):
     for phase in phases:
         check_run_config(os.path.join(workdir, phase), config, PHASE_FIELDS[phase])
     return data, workdir
-
-
-def _save(ckpt, step, state, phase, guard, wait=False):
-    """Checkpoints `state` unless a loss since the last check or the state itself is non-finite."""
-    guard.check(step)
-    try:
-        ckpt.save(step, state, wait=wait)
-    except NonFiniteStateError as e:
-        raise NonFiniteError(
-            f"non-finite state in phase {phase} after step {step}: {e}. Not checkpointed; lower "
-            "the learning rate, or check the input data for NaN/inf."
-        ) from None
 
 
 # ----------------------------------------------------------------------------------- k-means
@@ -125,119 +107,12 @@ def run_kmeans(config, workdir):
 # ------------------------------------------------------------------------------ autoencoder
 
 
-def _sae_phases(config):
-    n = len(config.sae.dims)
-    phases = [(f"layer_{i}", i, config.sae.layerwise_steps) for i in range(n)]
-    return [p for p in phases if p[2] > 0] + [("finetune", None, config.sae.finetune_steps)]
-
-
-def pretrain_sae(config, x: np.ndarray, workdir: str, wall: dict, history: dict):
-    """Greedy layer-wise denoising pretraining, then end-to-end fine-tuning; returns params."""
-    s = config.sae
-    model = Autoencoder((x.shape[1], *s.dims))
-    root = jax.random.fold_in(jax.random.PRNGKey(config.seed), 1)
-    params = None
-    for k, (name, layer, total) in enumerate(_sae_phases(config)):
-        if total == 0:
-            continue
-        t0 = time.time()
-        tx = sae.make_optimizer(s.optimizer, s.lr, s.momentum, s.lr_decay_every, s.lr_decay)
-        state = sae.create_state(model, tx, jax.random.fold_in(root, k), params)
-        ckpt = Checkpointer(os.path.join(workdir, "sae", name))
-        _, state = ckpt.restore(state)
-        state = parallel.replicate(state)
-        if layer is None:
-            make_step = lambda: sae.make_finetune_step(model)  # noqa: E731
-        else:
-            make_step = lambda layer=layer: sae.make_layer_step(model, layer, s.dropout)  # noqa: E731
-        sampler = BatchSampler(len(x), s.batch_size, seed=config.seed * 1000 + k)
-        mine = parallel.local_rows(s.batch_size)
-        state, hist = _train_loop(
-            f"sae/{name}",
-            state,
-            make_step,
-            lambda i, sampler=sampler, mine=mine: (x[sampler(i)[mine]],),
-            s.batch_size,
-            total,
-            ckpt,
-            config,
-            wall,
-        )
-        ckpt.close()
-        params = state.params
-        wall[f"sae/{name}"] = time.time() - t0
-        history[f"sae/{name}"] = hist
-    return model, params
-
-
-def _train_loop(phase, state, make_step, batch_fn, global_batch, total, ckpt, config, wall):
-    """Runs make_step()'s step from state.step to `total`, checkpointing, honouring preemption.
-
-    batch_fn(i) -> this process's rows of global batch i (a tuple of arrays). The step is
-    compiled once, ahead of time, on the first batch (wall[phase + '/compile']).
-    Returns (state, history) where history is [[step, loss], ...] at log steps, kept across
-    resumes in <phase dir>/history.json.
-    """
-    hist_path = os.path.join(ckpt.directory, "history.json")
-    start = int(state.step)
-    history = [h for h in _read_json(hist_path, []) if h[0] <= start]
-    if start >= total:
-        return state, history
-    step_fn = None
-    guard = FiniteGuard(phase)
-    bar = tqdm(
-        range(start, total), initial=start, total=total, desc=phase, leave=False, disable=None
-    )
-    for i in bar:
-        batch = parallel.batch(*batch_fn(i), global_rows=global_batch)
-        if step_fn is None:
-            step_fn = compile_step(make_step(), wall, phase, state, *batch)
-        state, loss = step_fn(state, *batch)
-        step = i + 1
-        guard.update(loss, step)  # on device: no host sync
-        if step % config.log_every == 0 or step == total:  # the only host syncs of the loop
-            guard.check(step)
-            history.append([step, float(loss)])
-            bar.set_postfix(loss=f"{history[-1][1]:.4g}")
-        stop = preemption.requested()
-        if step % config.checkpoint_every == 0 or step == total or stop:
-            # history first: a kill between the two leaves it ahead of the checkpoint (trimmed
-            # on resume), never behind it (entries lost).
-            atomic.write_json(hist_path, history)
-            _save(ckpt, step, state, phase, guard, wait=stop or step == total)
-        if stop:
-            raise preemption.Preempted(f"{phase} stopped at step {step}; checkpoint saved")
-    return state, history
-
-
-def compile_step(jitted, wall, phase, *args):
-    """jitted.lower(*args).compile(), timed into wall[phase + '/compile']. Calling the result
-    with other shapes or shardings raises instead of recompiling."""
-    t0 = time.time()
-    compiled = jitted.lower(*args).compile()
-    wall[f"{phase}/compile"] = time.time() - t0
-    return compiled
-
-
-def _read_json(path, default):
-    import json
-
-    if not os.path.isfile(path):
-        return default
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:  # written atomically, so only outside damage gets here
-        logging.warning("%s is unreadable (%s); its entries are lost.", path, e)
-        return default
-
-
 def run_pretrain(config, workdir):
     """Pretrains the SAE only, and reports k-means on its embedding."""
     data, workdir = setup(config, workdir, phases=("sae",))
     wall, history = {}, {}
-    model, params = pretrain_sae(config, data.x, workdir, wall, history)
-    z = embed(model, params, data.x)
+    model, params = sae.pretrain(config, data.x, os.path.join(workdir, "sae"), wall, history)
+    z = dec.embed(model, params, data.x)
     t0 = time.time()
     m = _kmeans_assign(config, z, data.y, workdir, "k-means on SAE embedding")
     wall["kmeans"] = time.time() - t0
@@ -260,26 +135,6 @@ def _write_results(workdir, config, **fields) -> dict:
 
 def _init_sample(config) -> int:
     return config.dec.get("init_sample", dec_init.DEFAULT_INIT_SAMPLE)
-
-
-@functools.cache
-def _row_fns(model: Autoencoder, alpha: float):
-    """Jitted whole-dataset passes (replicated outputs, see parallel.map_rows), built once per
-    model so that repeated passes never recompile: (encode, soft assignment q)."""
-
-    def encode(params, xb):
-        return model.apply({"params": params}, xb, method=Autoencoder.encode)
-
-    def q(params, xb):
-        return dec.soft_assignment(encode(params["ae"], xb), params["centres"], alpha)
-
-    return parallel.jit_rows(encode), parallel.jit_rows(q)
-
-
-def embed(model: Autoencoder, params, x) -> np.ndarray:
-    """[N, D] inputs -> [N, d] embeddings, in chunks of PREDICT_CHUNK rows (one compiled
-    shape)."""
-    return parallel.map_rows(_row_fns(model, 1.0)[0], params, x, PREDICT_CHUNK)
 
 
 # ---------------------------------------------------------------------------------------- DEC
@@ -329,10 +184,10 @@ def run_dec(config, workdir):
     data, workdir = setup(config, workdir, phases=("sae", "dec"))
     x, y = data.x, data.y
     wall, history = {}, {}
-    model, ae_params = pretrain_sae(config, x, workdir, wall, history)
+    model, ae_params = sae.pretrain(config, x, os.path.join(workdir, "sae"), wall, history)
 
     t0 = time.time()
-    z = embed(model, ae_params, x)
+    z = dec.embed(model, ae_params, x)
     # Training reads labels only through y_vis; y itself is for the metrics.
     y_vis = _visible(config, y)
     centres, y_init = _init(config, z, y_vis, workdir)
@@ -347,16 +202,15 @@ def run_dec(config, workdir):
         )
 
     t0 = time.time()
-    state, p, y_last, hist = _dec_loop(
-        config, model, ae_params, centres, y_init, x, y, workdir, wall, y_vis
-    )
+    dec_dir = os.path.join(workdir, "dec")
+    state, hist = dec.train(config, model, ae_params, centres, y_init, x, y, dec_dir, wall, y_vis)
     wall["dec"] = time.time() - t0
     history["dec"] = hist
 
-    q = predict_q(model, state.params, x, config.dec.alpha)
+    q = dec.predict_q(model, state.params, x, config.dec.alpha)
     y_pred = q.argmax(1).astype(np.int32)
     # For the report (embedding map) and the export (distances to the centres).
-    z = embed(model, state.params["ae"], x)
+    z = dec.embed(model, state.params["ae"], x)
     if parallel.is_primary():
         atomic.save_npy(os.path.join(workdir, "assignments.npy"), y_pred)
         atomic.save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
@@ -381,144 +235,6 @@ def run_dec(config, workdir):
         history=history,
         dec_steps=int(state.step),
     )
-
-
-def predict_q(model, params, x, alpha) -> np.ndarray:
-    """Soft assignments [N, K] of the whole dataset, in chunks of PREDICT_CHUNK rows."""
-    return parallel.map_rows(_row_fns(model, float(alpha))[1], params, x, PREDICT_CHUNK)
-
-
-def _dec_loop(config, model, ae_params, centres, y_init, x, y, workdir, wall, y_vis=None):
-    """DEC iterations with the target P recomputed on the whole dataset every update_interval.
-
-    Optional terms (galaxy_jax/dec.py): dec.gamma > 0 adds the reconstruction loss (IDEC);
-    dec.supervised_weight > 0 adds the semi-supervised term on the rows of y_vis >= 0, whose
-    classes map to clusters by dec_init.cluster_classes. y is read for logged accuracy only.
-
-    Checkpointed state: DEC train state, P, the assignments at the last target update (y_last),
-    the step at which P was computed (p_step) and whether the phase has finished (done).
-    """
-    d = config.dec
-    n = len(x)
-    tx = dec.make_optimizer(d.optimizer, d.lr, d.momentum)
-    encode = lambda v, xb: model.apply(v, xb, method=Autoencoder.encode)  # noqa: E731
-    state = dec.DECState.create(
-        apply_fn=model.apply, tx=tx, params={"ae": ae_params, "centres": jnp.asarray(centres)}
-    )
-    ckpt = Checkpointer(os.path.join(workdir, "dec"))
-    template = {
-        "state": state,
-        "p": np.zeros((n, d.n_clusters), np.float32),
-        "y_last": y_init.astype(np.int32),
-        "p_step": np.int32(-1),
-        "done": np.int32(0),
-    }
-    _, saved = ckpt.restore(template)
-    state, p, y_last = parallel.replicate(saved["state"]), saved["p"], saved["y_last"]
-    p_step, done = int(saved["p_step"]), bool(saved["done"])
-    hist_path = os.path.join(ckpt.directory, "history.json")
-    start = int(state.step)
-    history = [h for h in _read_json(hist_path, []) if h["step"] <= start]
-    if done:
-        ckpt.close()
-        return state, p, y_last, history
-
-    gamma, sup = d.get("gamma", 0.0), d.get("supervised_weight", 0.0)
-    step_fn = dec.make_train_step(
-        encode,
-        d.alpha,
-        reconstruct=lambda v, xb: model.apply(v, xb),
-        gamma=gamma,
-        supervised_weight=sup,
-    )
-    allowed = None
-    if sup:
-        if y_vis is None:
-            y_vis = np.full(n, -1, np.int32)  # no visible label: the term is 0
-        classes_of = dec_init.cluster_classes(d.get("init", "kmeans"), y_init, y_vis, d.n_clusters)
-        allowed = dec_init.allowed_clusters(y_vis, classes_of)
-    sampler = BatchSampler(n, d.batch_size, seed=config.seed * 1000 + 999)
-    mine = parallel.local_rows(d.batch_size)
-    q_fn = lambda params: predict_q(model, params, x, d.alpha)  # noqa: E731
-
-    guard = FiniteGuard("dec")
-
-    def save(step, wait=False, finished=False):
-        atomic.write_json(hist_path, history)  # first: see _train_loop
-        _save(
-            ckpt,
-            step,
-            {
-                "state": state,
-                "p": p,
-                "y_last": y_last,
-                "p_step": np.int32(p_step),
-                "done": np.int32(finished),
-            },
-            "dec",
-            guard,
-            wait=wait,
-        )
-
-    bar = tqdm(total=d.maxiter, initial=start, desc="dec", leave=False, disable=None)
-    step, loss, last_saved, compiled = start, None, start, None
-    warned_empty = False
-    while step < d.maxiter:
-        if step % d.update_interval == 0 and p_step != step:
-            guard.check(step)
-            q = q_fn(state.params)
-            p = np.asarray(dec.target_distribution(jnp.asarray(q)))
-            if not (np.isfinite(q).all() and np.isfinite(p).all()):
-                raise NonFiniteError(
-                    f"non-finite soft assignments or target distribution in phase dec at step "
-                    f"{step} (an empty cluster, or NaN/inf in the data or the parameters)."
-                )
-            y_pred = q.argmax(1).astype(np.int32)
-            empty = np.flatnonzero(np.bincount(y_pred, minlength=d.n_clusters) == 0)
-            if len(empty) and not warned_empty:
-                warned_empty = True
-                logging.warning(
-                    "DEC step %d: cluster(s) %s hold no point: DEC is collapsing (often a too "
-                    "large dec.lr; see README, Galaxy DEC).",
-                    step,
-                    empty.tolist(),
-                )
-            delta = float(np.mean(y_pred != y_last))
-            y_last, p_step = y_pred, step
-            entry = {
-                "step": step,
-                "delta_label": delta,
-                "loss": None if loss is None else float(loss),
-            }
-            if y is not None:
-                entry["acc"] = metrics.cluster_acc(y, y_pred)
-            history.append(entry)
-            bar.set_postfix(delta=f"{delta:.4f}", acc=f"{entry.get('acc', float('nan')):.4f}")
-            if step > 0 and delta < d.tol:
-                logging.info(
-                    "DEC converged at step %d: %.5f < tol %.5f changed", step, delta, d.tol
-                )
-                break
-            if step - last_saved >= config.checkpoint_every:
-                save(step)
-                last_saved = step
-        idx = sampler(step)[mine]
-        batch = (x[idx], p[idx]) if allowed is None else (x[idx], p[idx], allowed[idx])
-        batch = parallel.batch(*batch, global_rows=d.batch_size)
-        if compiled is None:
-            compiled = compile_step(step_fn, wall, "dec", state, *batch)
-        state, loss = compiled(state, *batch)
-        step += 1
-        guard.update(loss, step)  # on device; checked at the next target update or save
-        bar.update(1)
-        if preemption.requested():
-            save(step, wait=True)
-            ckpt.close()
-            raise preemption.Preempted(f"dec stopped at step {step}; checkpoint saved")
-    bar.close()
-    save(step, wait=True, finished=True)
-    ckpt.close()
-    return state, p, y_last, history
 
 
 def _log_metrics(name, m):

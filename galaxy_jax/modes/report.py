@@ -276,42 +276,32 @@ def plot_montage(workdir, ids, features_dir, path, per_cluster) -> str:
 
 
 def plot_curves(results, path) -> str:
-    """Losses of every phase in results['history'], and DEC's changed-assignment fraction."""
+    """The curves of results['history'] ({phase: {metric: [[step, value], ...]}}, the one format
+    of galaxy_jax/train_loop.py): losses on the left axis (log scale), every other metric (DEC's
+    delta_label and acc, supervised val_accuracy, SSL top1) on the right one."""
     plt = plots.pyplot()
 
     hist = results.get("history") or {}
     if not hist:
         return "no history in results.json"
-    fig, (ax_loss, ax_delta) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for phase, h in hist.items():
-        if not h:
-            continue
-        if isinstance(h[0], dict):  # DEC: one entry per target update
-            pts = [(e["step"], e["loss"]) for e in h if e.get("loss") is not None]
-            if pts:
-                ax_loss.plot(*zip(*pts, strict=True), marker=".", label=f"{phase} (KL)")
-            steps = [e["step"] for e in h if "delta_label" in e]
-            deltas = [e["delta_label"] for e in h if "delta_label" in e]
-            ax_delta.plot(steps, deltas, marker=".", label="changed fraction")
-            if any("acc" in e for e in h):
-                ax_delta.plot(
-                    [e["step"] for e in h if "acc" in e],
-                    [e["acc"] for e in h if "acc" in e],
-                    marker=".",
-                    label="acc",
-                )
-        elif "acc" in phase:  # [[step, accuracy], ...] (supervised validation)
-            ax_delta.plot([s for s, _ in h], [v for _, v in h], marker=".", label=phase)
-        else:  # [[step, loss], ...]
-            ax_loss.plot([s for s, _ in h], [v for _, v in h], label=phase)
+    fig, (ax_loss, ax_other) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for phase, curves in hist.items():
+        for metric, points in curves.items():
+            if not points:
+                continue
+            steps, values = zip(*points, strict=True)
+            if metric == "loss":
+                ax_loss.plot(steps, values, marker="." if len(steps) < 50 else "", label=phase)
+            else:
+                ax_other.plot(steps, values, marker=".", label=f"{phase} {metric}")
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_title("training loss")
     ax_loss.legend(fontsize=7)
-    ax_delta.set_xlabel("step")
-    ax_delta.set_title("DEC: changed assignments per target update; accuracy")
-    if ax_delta.get_legend_handles_labels()[0]:
-        ax_delta.legend(fontsize=7)
+    ax_other.set_xlabel("step")
+    ax_other.set_title("changed assignments per DEC target update; accuracy")
+    if ax_other.get_legend_handles_labels()[0]:
+        ax_other.legend(fontsize=7)
     plots.save_fig(fig, path)
     return ""
 

@@ -9,37 +9,35 @@ normalises over the global batch, as SimCLR's does).
 Workdir:
   ckpt/            Orbax checkpoints (resume: this run's checkpoint, else a fresh seeded
                    initialisation; there is no pretrained start, which is the point);
-                   ckpt/history.json the logged losses
+                   ckpt/history.json the logged curves
   encoder.npz      the backbone's params and batch statistics, flat (galaxy_jax.weights format)
   encoder.json     its architecture (width, middle_blocks), feature_dim and input size:
                    `weights.load_weights('<workdir>/encoder.npz')` + `weights.model_for(loaded)`
                    rebuild it, e.g. for the extract mode
-  results.json     history (loss, top1: how often a view's nearest neighbour is its partner),
-                   wall time, images per second, the encoder's description
+  results.json     history {'ssl': {'loss': [[step, value]], 'top1': [[step, value]]}} (top1:
+                   how often a view's nearest neighbour is its partner), wall time, images per
+                   second, the encoder's description
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import json
 import os
 import time
 
 import jax
 import numpy as np
-import optax
 from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
-from tqdm.auto import tqdm
 
 from galaxy_jax import parallel, simclr, weights
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.loader import image_batches
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.xception import MIN_SIZE
-from galaxy_jax.train_loop import BatchSampler, FiniteGuard, checkpoint_or_stop
+from galaxy_jax.optim import make_optimizer
+from galaxy_jax.train_loop import BatchSampler, State, StepRunner
 from galaxy_jax.workdir import check_run_config, prepare_workdir, write_results
 
 # What the checkpoints depend on (checked by check_run_config on resume).
@@ -72,63 +70,6 @@ def _check_config(config) -> None:
             raise UserError(f"config.{field}: {msg}")
 
 
-def make_optimizer(optim) -> optax.GradientTransformation:
-    """AdamW with a linear warmup to `optim.lr`, then cosine decay to 0 at `optim.steps`."""
-    return _adamw(
-        float(optim.lr), int(optim.warmup_steps), int(optim.steps), float(optim.weight_decay)
-    )
-
-
-@functools.lru_cache(maxsize=8)
-def _adamw(lr: float, warmup: int, steps: int, weight_decay: float):
-    # Cached: the optimiser is part of the state's tree structure, so a new but equal one would
-    # miss the jitted step's cache and compile it again (a second run in one process, a test).
-    warmup = max(min(warmup, steps - 1), 1)
-    schedule = optax.warmup_cosine_decay_schedule(0.0, lr, warmup, max(steps, warmup + 1))
-    return optax.adamw(schedule, weight_decay=weight_decay)
-
-
-def _fit(config, state, step_fn, batch_fn, ckpt):
-    """Trains state.step -> config.optim.steps; returns (state, history).
-
-    history: {'loss': [[step, loss]], 'top1': [[step, fraction]]}, kept across resumes in
-    ckpt/history.json (written before each checkpoint, trimmed to the restored step).
-    """
-    total = int(config.optim.steps)
-    hist_path = os.path.join(ckpt.directory, "history.json")
-    start = int(state.step)
-    history = {"loss": [], "top1": []}
-    if os.path.isfile(hist_path):
-        with open(hist_path) as f:
-            saved = json.load(f)
-        history = {k: [h for h in saved.get(k, []) if h[0] <= start] for k in history}
-    guard = FiniteGuard("ssl")
-    bar = tqdm(range(start, total), initial=start, total=total, desc="ssl", disable=None)
-    for i in bar:
-        state, metrics = step_fn(state, *batch_fn(i))
-        step = i + 1
-        guard.update(metrics["loss"], step)
-        if step % config.log_every == 0 or step == total:  # the only host syncs of the loop
-            guard.check(step)
-            m = jax.device_get(metrics)
-            history["loss"].append([step, float(m["loss"])])
-            history["top1"].append([step, float(m["top1"])])
-            bar.set_postfix(loss=f"{float(m['loss']):.4g}", top1=f"{float(m['top1']):.2f}")
-        checkpoint_or_stop(
-            step,
-            total,
-            state,
-            every=config.checkpoint_every,
-            ckpt=ckpt,
-            guard=guard,
-            hist_path=hist_path,
-            history=history,
-            name="ssl",
-        )
-    bar.close()
-    return state, history
-
-
 def run_ssl(config, workdir: str) -> dict:
     """SimCLR pretraining; writes encoder.npz, encoder.json and results.json (module docstring).
 
@@ -159,7 +100,7 @@ def run_ssl(config, workdir: str) -> dict:
     variables = simclr.init_variables(model, config.seed)
     # apply_fn is left out: the step calls `model` itself, and a bound method of a new model
     # object would make an equal state a new pytree structure (a recompile per run).
-    state = simclr.State.create(
+    state = State.create(
         apply_fn=None,
         params=variables["params"],
         tx=make_optimizer(config.optim),
@@ -183,7 +124,7 @@ def run_ssl(config, workdir: str) -> dict:
     )
     key = jax.device_put(jax.random.fold_in(jax.random.PRNGKey(config.seed), 3), replicated)
     sampler = BatchSampler(len(source), batch_size, seed=config.seed)
-    # Steps state.step.. in order, as _fit asks for them; batch i+1 is decoded during step i.
+    # Steps state.step.. in order, as the step runner asks for them; batch i+1 decodes during i.
     steps = range(int(state.step), int(config.optim.steps))
     batches = image_batches(source, (sampler(i) for i in steps), sharding=sharded)
 
@@ -191,11 +132,20 @@ def run_ssl(config, workdir: str) -> dict:
         return (*next(batches), key)
 
     t1 = time.time()
-    start = int(state.step)
+    start, wall = int(state.step), {}
+    runner = StepRunner(
+        "ssl",
+        ckpt,
+        total=int(config.optim.steps),
+        start=start,
+        every=config.checkpoint_every,
+        log_every=config.log_every,
+        wall=wall,
+    )
     with contextlib.closing(batches):
-        state, history = _fit(config, state, step_fn, batch_fn, ckpt)
-    ckpt.close()
-    train_s = time.time() - t1
+        state = runner.run(state, step_fn, batch_fn)
+    runner.close()
+    history, train_s = runner.history, time.time() - t1
 
     encoder_path = os.path.join(workdir, ENCODER)
     meta = weights.save_encoder(
@@ -211,7 +161,7 @@ def run_ssl(config, workdir: str) -> dict:
         config=config.to_dict(),
     )
     trained = int(config.optim.steps) - start
-    final = history["loss"][-1][1] if history["loss"] else None
+    final = history["loss"][-1][1] if history.get("loss") else None
     print(
         f"ssl: {len(source)} images, loss {final}, encoder ({meta['feature_dim']}-d features, "
         f"{meta['num_parameters']:,} parameters) -> {encoder_path}"
@@ -222,12 +172,12 @@ def run_ssl(config, workdir: str) -> dict:
         mode="ssl",
         metrics={
             "final_loss": final,
-            "final_top1": history["top1"][-1][1] if history["top1"] else None,
+            "final_top1": history["top1"][-1][1] if history.get("top1") else None,
         },
-        history=history,
+        history={"ssl": history},
         encoder={k: meta[k] for k in ("architecture", "feature_dim", "num_parameters")}
         | {"path": encoder_path, "variables_sha256": meta["variables_sha256"]},
         num_images=len(source),
-        wall_s={"train": train_s, "total": time.time() - t0},
+        wall_s={**wall, "train": train_s, "total": time.time() - t0},
         images_per_second=round(trained * batch_size / max(train_s, 1e-9), 2),
     )
