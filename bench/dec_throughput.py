@@ -132,7 +132,9 @@ def flax_runner(dims, k: int, batch: int, n: int):
     centres = jax.random.normal(jax.random.PRNGKey(1), (k, dims[-1]))
     state = dec.DECState.create(
         apply_fn=model.apply,
-        tx=make_optimizer({"optimizer": "sgd", "lr": 0.01, "momentum": 0.9}),
+        tx=make_optimizer(
+            {"optimizer": "sgd", "lr": 0.01, "momentum": 0.9, "lr_decay_every": 0, "lr_decay": 0.1}
+        ),
         params={"ae": params, "centres": centres},
     )
     encode = lambda v, xb: model.apply(v, xb, method=Autoencoder.encode)  # noqa: E731

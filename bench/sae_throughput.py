@@ -105,7 +105,9 @@ def flax_runner(dims, batch: int, n: int):
     from galaxy_jax.train_loop import BatchSampler, StepRunner
 
     model = Autoencoder(dims)
-    tx = make_optimizer({"optimizer": "adam", "lr": 1e-3, "momentum": 0.0})
+    tx = make_optimizer(
+        {"optimizer": "adam", "lr": 1e-3, "momentum": 0.0, "lr_decay_every": 0, "lr_decay": 0.1}
+    )
     state = sae.create_state(model, tx, jax.random.PRNGKey(0))
     x = np.random.default_rng(0).normal(size=(n, dims[0])).astype(np.float32)
     sampler = BatchSampler(n, batch, seed=0)

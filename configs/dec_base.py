@@ -49,6 +49,8 @@ def dec_section() -> ml_collections.ConfigDict:
     d.optimizer = "sgd"  # sgd | adam
     d.lr = 0.01
     d.momentum = 0.9
+    d.lr_decay_every = 0  # lr times lr_decay every this many steps; 0 = constant
+    d.lr_decay = 0.1
     d.update_interval = 140  # steps between recomputing P over the whole dataset
     d.tol = 0.001  # stop when fewer than this fraction of points changed cluster
     d.maxiter = 10000

@@ -251,18 +251,18 @@ def _dec_step(d, model):
         lambda v, xb: model.apply(v, xb, method=Autoencoder.encode),
         d.alpha,
         reconstruct=lambda v, xb: model.apply(v, xb),
-        gamma=d.get("gamma", 0.0),
-        supervised_weight=d.get("supervised_weight", 0.0),
+        gamma=d.gamma,
+        supervised_weight=d.supervised_weight,
     )
 
 
 def _allowed(d, y_init, y_vis, n):
     """[N, K] clusters each row's visible class maps to (dec.supervised_weight > 0), else None."""
-    if not d.get("supervised_weight", 0.0):
+    if not d.supervised_weight:
         return None
     if y_vis is None:
         y_vis = np.full(n, -1, np.int32)  # no visible label: the term is 0
-    classes_of = dec_init.cluster_classes(d.get("init", "kmeans"), y_init, y_vis, d.n_clusters)
+    classes_of = dec_init.cluster_classes(d.init, y_init, y_vis, d.n_clusters)
     return dec_init.allowed_clusters(y_vis, classes_of)
 
 

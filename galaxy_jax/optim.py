@@ -1,11 +1,11 @@
 """The one optimiser factory: an optax chain from a config section.
 
 The section's own fields say which (all as in configs/):
-  optimizer ('sgd' | 'adam'), lr, momentum [, lr_decay_every, lr_decay]   config.sae, config.dec:
-      SGD(momentum) or Adam; lr times lr_decay every lr_decay_every steps (0 or absent: constant)
+  optimizer ('sgd' | 'adam'), lr, momentum, lr_decay_every, lr_decay   config.sae, config.dec:
+      SGD(momentum) or Adam; lr times lr_decay every lr_decay_every steps (0: constant)
   lr, steps, warmup_steps, weight_decay                                   config.optim of `ssl`:
       AdamW, linear warmup from 0 to lr, then cosine decay to 0 at `steps`
-  lr, steps [, schedule ('constant' | 'cosine')]                          config.optim of the
+  lr, steps, schedule ('constant' | 'cosine')                             config.optim of the
       supervised modes: Adam at lr, constant or cosine-decayed to 0 at `steps`
 
 Every optimiser is cached by its settings: the optimiser is part of a train state's tree
@@ -31,9 +31,9 @@ def make_optimizer(section) -> optax.GradientTransformation:
         return _sgd_or_adam(
             str(section["optimizer"]),
             float(section["lr"]),
-            float(section.get("momentum", 0.9)),
-            int(section.get("lr_decay_every", 0)),
-            float(section.get("lr_decay", 0.1)),
+            float(section["momentum"]),
+            int(section["lr_decay_every"]),
+            float(section["lr_decay"]),
         )
     if "warmup_steps" in section:
         return _adamw(
@@ -42,7 +42,7 @@ def make_optimizer(section) -> optax.GradientTransformation:
             int(section["steps"]),
             float(section["weight_decay"]),
         )
-    schedule = section.get("schedule", "constant")
+    schedule = section["schedule"]
     if schedule not in SCHEDULES:
         raise UserError(f"config.optim.schedule: must be one of {SCHEDULES}, got {schedule!r}")
     return _adam(float(section["lr"]), schedule, int(section["steps"]))

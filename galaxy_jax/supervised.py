@@ -104,7 +104,7 @@ def split_indices_from_csv(
 def make_splits(config, ids, y: np.ndarray) -> dict:
     """The train / val / test rows of config.split: from `split.csv` if set, else fractions."""
     sp = config.split
-    if sp.get("csv", ""):
+    if sp.csv:
         return split_indices_from_csv(
             ids,
             y,
@@ -208,7 +208,7 @@ def cnn_architecture(config) -> dict:
     encoder; Keras' without one). The config's fields must then be the defaults or the same.
     """
     m = config.model
-    width, blocks = m.get("width", 1.0), m.get("middle_blocks", 8)
+    width, blocks = m.width, m.middle_blocks
     if isinstance(width, bool) or not isinstance(width, (int, float)) or not width > 0:
         raise UserError(f"config.model.width: must be a number > 0, got {width!r}")
     if isinstance(blocks, bool) or not isinstance(blocks, int) or not 0 <= blocks <= 8:

@@ -6,7 +6,7 @@ import os
 
 from absl import logging
 
-from galaxy_jax import atomic, weights
+from galaxy_jax import atomic, validate, weights
 from galaxy_jax.workdir import prepare_workdir, versions
 
 
@@ -17,6 +17,7 @@ def run_convert_weights(config, workdir: str) -> str:
     workdir/weights_meta.json. For the official file the shared cache gets a copy too, so later
     runs with `weights='imagenet'` skip the conversion.
     """
+    validate.convert_weights(config)
     workdir = prepare_workdir(workdir)
     loaded = weights.from_config(config)
     flat = weights.flatten(loaded.variables)

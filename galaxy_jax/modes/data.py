@@ -11,6 +11,7 @@ import os
 import numpy as np
 
 from galaxy_jax import atomic as gio
+from galaxy_jax import validate
 from galaxy_jax.data import labels as L
 from galaxy_jax.data.from_config import make_image_source
 from galaxy_jax.errors import UserError
@@ -27,6 +28,7 @@ def _class_counts(source) -> dict[str, int]:
 
 def run_build_dataset(config, workdir: str) -> dict:
     """Builds or verifies config.data; returns {split: class counts} (also printed and saved)."""
+    validate.build_dataset(config)
     data = config.data
     os.makedirs(workdir, exist_ok=True)
     report = os.path.join(workdir, "bad_input_report.json")

@@ -134,7 +134,7 @@ def _write_results(workdir, config, **fields) -> dict:
 
 
 def _init_sample(config) -> int:
-    return config.dec.get("init_sample", dec_init.DEFAULT_INIT_SAMPLE)
+    return config.dec.init_sample
 
 
 # ---------------------------------------------------------------------------------------- DEC
@@ -152,7 +152,7 @@ def _init(config, z, y_vis, workdir):
             logging.warning("%s is unreadable (%s); recomputing the initialisation.", path, e)
     d = config.dec
     centres, labels = dec_init.init_centres(
-        d.get("init", "kmeans"),
+        d.init,
         z,
         d.n_clusters,
         config.seed,
@@ -172,7 +172,7 @@ def _init(config, z, y_vis, workdir):
 def _visible(config, y):
     """The labels training may read: dec.label_fraction of the rows (seeded), -1 elsewhere.
     None when the data are unlabelled or no label is visible."""
-    fraction = config.dec.get("label_fraction", 0.0)
+    fraction = config.dec.label_fraction
     if y is None or not fraction:
         return None
     return dec_init.visible_labels(y, fraction, config.seed)
@@ -197,7 +197,7 @@ def run_dec(config, workdir):
         # Named kmeans_embedding whatever dec.init is, so reports compare across variants.
         results_metrics["kmeans_embedding"] = metrics.all_metrics(y, y_init)
         _log_metrics(
-            f"{config.dec.get('init', 'kmeans')} init on SAE embedding",
+            f"{config.dec.init} init on SAE embedding",
             results_metrics["kmeans_embedding"],
         )
 

@@ -33,7 +33,7 @@ import numpy as np
 from absl import logging
 from tqdm.auto import tqdm
 
-from galaxy_jax import atomic, morphology, shards
+from galaxy_jax import atomic, morphology, shards, validate
 from galaxy_jax.data.vectors import save_features
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import prepare_workdir, versions
@@ -174,6 +174,7 @@ def run_morphology(config, workdir: str) -> np.ndarray:
     A re-run with the same config and images returns at once; an interrupted run resumes from
     workdir/morphology_shards/.
     """
+    validate.morphology(config)
     from galaxy_jax.data.from_config import make_image_source
 
     try:

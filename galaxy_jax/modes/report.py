@@ -34,7 +34,7 @@ import os
 import numpy as np
 from absl import logging
 
-from galaxy_jax import atomic, layout, plots
+from galaxy_jax import atomic, layout, plots, validate
 from galaxy_jax import runs as run_files
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import prepare_workdir
@@ -338,9 +338,10 @@ def _map(config, run_dir, path, variant, seed) -> str:
 
 def run_report(config, workdir: str) -> str:
     """Writes workdir/report.md and workdir/figures/*.png; returns the markdown."""
-    if config.get("sweep"):
+    validate.report(config)
+    if config.sweep:
         runs = read_sweep(config.sweep)
-    elif config.get("runs"):
+    elif config.runs:
         runs = read_runs(config.runs)
     else:
         raise UserError("set config.sweep (a sweep.jsonl) or config.runs (run workdirs)")
@@ -348,7 +349,7 @@ def run_report(config, workdir: str) -> str:
     fig_dir = os.path.join(workdir, "figures")
     rows = summarise(runs)
     md = [
-        f"# {config.get('title', 'Results')}",
+        f"# {config.title}",
         "",
         f"{len(runs)} runs. Mean ± sample std (ddof=1) over seeds; `seeds` counts the runs with "
         "that metric. acc: Hungarian one-to-one accuracy; acc_dominant: each cluster's majority "
@@ -487,15 +488,14 @@ def _write_table(table: dict, order: np.ndarray, path: str, exact=()) -> None:
 def run_export(config, workdir: str) -> str:
     """Writes clusters.csv + clusters.parquet, and anomalies.csv + anomalies.png, from the DEC
     run in config.run (configs/export.py); returns the CSV's path."""
-    if not config.get("run"):
-        raise UserError("set config.run to the workdir of a finished DEC run")
+    validate.export(config)
     table, catalog = cluster_table(config.run)
     workdir = prepare_workdir(workdir)
     ids, assign, conf = table["id"], table["cluster"], table["confidence"]
     order = np.lexsort((np.arange(len(ids)), -conf, assign))  # cluster, then confidence desc
-    path = os.path.join(workdir, config.get("filename", "clusters.csv"))
+    path = os.path.join(workdir, config.filename)
     _write_table(table, order, path, catalog)
-    n_anomalies = min(int(config.get("anomalies", 0)), len(ids))
+    n_anomalies = min(int(config.anomalies), len(ids))
     if n_anomalies:
         worst = np.lexsort((np.arange(len(ids)), -table["anomaly_score"]))[:n_anomalies]
         _write_table(table, worst, os.path.join(workdir, "anomalies.csv"), catalog)

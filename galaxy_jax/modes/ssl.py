@@ -31,11 +31,9 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from galaxy_jax import parallel, simclr, weights
+from galaxy_jax import parallel, simclr, validate, weights
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.loader import image_batches
-from galaxy_jax.errors import UserError
-from galaxy_jax.models.xception import MIN_SIZE
 from galaxy_jax.optim import make_optimizer
 from galaxy_jax.train_loop import BatchSampler, State, StepRunner
 from galaxy_jax.workdir import check_run_config, prepare_workdir, write_results
@@ -43,31 +41,6 @@ from galaxy_jax.workdir import check_run_config, prepare_workdir, write_results
 # What the checkpoints depend on (checked by check_run_config on resume).
 RUN_FIELDS = ("seed", "data", "model", "optim", "augment", "temperature", "dtype")
 ENCODER = "encoder.npz"
-
-
-def _check_config(config) -> None:
-    """Raises UserError naming the first bad field; creates nothing."""
-    d, m, o, a = config.data, config.model, config.optim, config.augment
-    checks = [
-        (d.image_size >= MIN_SIZE, "data.image_size", f"must be >= {MIN_SIZE}"),
-        (m.width > 0, "model.width", "must be > 0"),
-        (0 <= m.middle_blocks <= 8, "model.middle_blocks", "must be in [0, 8]"),
-        (m.proj_hidden > 0 and m.proj_dim > 0, "model.proj_dim", "widths must be > 0"),
-        (config.temperature > 0, "temperature", "must be > 0"),
-        (o.lr > 0, "optim.lr", "must be > 0"),
-        (o.batch_size >= 2, "optim.batch_size", "must be >= 2 (negatives come from the batch)"),
-        (o.steps >= 1, "optim.steps", "must be >= 1"),
-        (o.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0"),
-        (config.log_every > 0, "log_every", "must be > 0"),
-        (config.checkpoint_every > 0, "checkpoint_every", "must be > 0"),
-        (0 < a.min_zoom <= a.max_zoom, "augment.min_zoom", "must be in (0, max_zoom]"),
-        (0 < a.min_flux <= a.max_flux, "augment.min_flux", "must be in (0, max_flux]"),
-        (a.max_noise >= 0 and a.max_blur >= 0, "augment.max_noise", "and max_blur must be >= 0"),
-        (config.dtype in ("float32", "bfloat16"), "dtype", "must be float32 or bfloat16"),
-    ]
-    for ok, field, msg in checks:
-        if not ok:
-            raise UserError(f"config.{field}: {msg}")
 
 
 def run_ssl(config, workdir: str) -> dict:
@@ -79,7 +52,7 @@ def run_ssl(config, workdir: str) -> dict:
     from galaxy_jax.features import DTYPES
 
     t0 = time.time()
-    _check_config(config)
+    validate.ssl(config)
     d, m = config.data, config.model
     workdir = prepare_workdir(workdir)
     source = make_image_source(d, report_path=os.path.join(workdir, "bad_input_report.json"))

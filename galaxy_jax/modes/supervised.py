@@ -39,7 +39,7 @@ from absl import logging
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from galaxy_jax import atomic, parallel
+from galaxy_jax import atomic, parallel, validate
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.loader import image_batches
 from galaxy_jax.errors import UserError
@@ -117,6 +117,7 @@ def _train(config, workdir, state, step_fn, batch_fn, ckpt, predict, ids, y, spl
 
 def run_ann(config, workdir: str) -> dict:
     """MLP on frozen features; see the module docstring."""
+    validate.supervised_ann(config)
     from galaxy_jax.data.vectors import load_vectors
 
     t0 = time.time()
@@ -163,6 +164,7 @@ def run_ann(config, workdir: str) -> dict:
 
 def run_cnn(config, workdir: str) -> dict:
     """Xception fine-tuned end to end; see the module docstring."""
+    validate.supervised_cnn(config)
     from galaxy_jax.data.from_config import make_image_source
     from galaxy_jax.features import DTYPES
 
