@@ -11,7 +11,7 @@ from test_main import CONFIGS
 
 from configs import dec_base, extract, quickstart
 from configs import sweep as sweep_config
-from galaxy_jax import modes, validate
+from galaxy_jax import config_files, modes, validate
 from galaxy_jax.errors import UserError
 from galaxy_jax.modes import sweep
 
@@ -83,16 +83,16 @@ def test_load_config_by_short_name_and_by_path_from_any_directory(tmp_path, monk
         "configs/mnist_dec.py:smoke",
         f"{configs_dir}/mnist_dec.py:smoke",
     ):
-        assert sweep.load_config(spec, configs_dir).to_dict() == want, spec
-    assert sweep.load_config("mnist_dec", configs_dir).sae.finetune_steps == 8000
+        assert config_files.load_config(spec, configs_dir).to_dict() == want, spec
+    assert config_files.load_config("mnist_dec", configs_dir).sae.finetune_steps == 8000
     with pytest.raises(
         UserError, match=r"config 'nope:smoke': no such file \(looked for .*nope.py"
     ):
-        sweep.load_config("nope:smoke", configs_dir)
+        config_files.load_config("nope:smoke", configs_dir)
     with pytest.raises(UserError, match="no such file"):
-        sweep.load_config("mnist_dec:smoke")  # neither a config_dir nor ./configs/
+        config_files.load_config("mnist_dec:smoke")  # neither a config_dir nor ./configs/
     monkeypatch.chdir(ROOT)  # ./configs/ of the current directory, as before
-    assert sweep.load_config("mnist_dec:smoke").to_dict() == want
+    assert config_files.load_config("mnist_dec:smoke").to_dict() == want
 
 
 def test_a_sweep_beside_its_own_configs(tmp_path, monkeypatch):

@@ -41,5 +41,5 @@ def test_default_geometry_and_pickle():
 def test_unknown_dataset_name_lists_known():
     cfg = get_data_config()
     cfg.name = "sdss"
-    with pytest.raises(UserError, match="synthetic, folder, csv, galaxy_zoo"):
+    with pytest.raises(UserError, match="synthetic, folder, csv, catalog, hdf5, galaxy_zoo"):
         make_image_source(cfg)

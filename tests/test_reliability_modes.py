@@ -21,8 +21,8 @@ from conftest import start_main, stderr_of
 
 from configs import extract as extract_config
 from configs import supervised_ann
+from galaxy_jax import config_files, preemption, shards
 from galaxy_jax import features as features_lib
-from galaxy_jax import preemption, shards
 from galaxy_jax.data import image_source as source_lib
 from galaxy_jax.models import xception
 from galaxy_jax.modes import extract, supervised
@@ -380,7 +380,7 @@ def test_sweep_sigterm_stops_the_inner_run_exits_75_and_resumes_identical(ann_re
 def test_sweep_stop_between_runs_is_preempted_before_the_next_run(tmp_path, monkeypatch):
     from galaxy_jax.modes import sweep
 
-    config = sweep.load_config("sweep:smoke")
+    config = config_files.load_config("sweep:smoke")
     config.base = "supervised_ann:smoke"
     config.variants = ({"name": "ann"},)
     monkeypatch.setattr(preemption, "requested", lambda: True)

@@ -12,7 +12,7 @@ import pytest
 from configs import export as export_config
 from configs import report as report_config
 from configs import sweep as sweep_config
-from galaxy_jax import preemption
+from galaxy_jax import config_files, preemption
 from galaxy_jax.modes import report, sweep
 
 N, K, D = 24, 2, 3
@@ -146,11 +146,11 @@ def test_export_csv(fixed_sweep, tmp_path):
 
 def test_apply_overrides():
     c = ml_collections.ConfigDict({"a": {"b": 1.0, "dims": (1, 2)}})
-    sweep.apply_overrides(c, {"a.b": 2.0, "a.dims": [3, 4]})
+    config_files.apply_overrides(c, {"a.b": 2.0, "a.dims": [3, 4]})
     assert c.a.b == 2.0 and c.a.dims == (3, 4)
     with pytest.raises(Exception, match="no field"):
-        sweep.apply_overrides(c, {"a.nope": 1})
-    assert sweep.parse_common("data.path=work/f, dec.maxiter=100,x=(1,2)") == {
+        config_files.apply_overrides(c, {"a.nope": 1})
+    assert config_files.parse_common("data.path=work/f, dec.maxiter=100,x=(1,2)") == {
         "data.path": "work/f",
         "dec.maxiter": 100,
         "x": (1, 2),

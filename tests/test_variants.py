@@ -16,12 +16,11 @@ import pytest
 
 from configs import galaxy_dec, quickstart
 from configs import sweep as sweep_config
-from galaxy_jax import dec_init
+from galaxy_jax import config_files, dec_init
 from galaxy_jax.data.synthetic import make_synthetic_source
 from galaxy_jax.data.vectors import load_vectors
 from galaxy_jax.errors import UserError
 from galaxy_jax.modes import dec as dec_mode
-from galaxy_jax.modes import sweep
 
 N, SIZE = 160, 32
 CHANCE = 0.6  # 2 balanced classes: a random partition scores ~0.5 (+ ~0.04 noise at N=160)
@@ -51,7 +50,7 @@ def _config(features, variant=None):
     c.checkpoint_every = 1000
     overrides = {k: v for k, v in (variant or {}).items() if k not in ("name", "mode")}
     overrides["sae.dims"] = _narrow(overrides.get("sae.dims", c.sae.dims))
-    sweep.apply_overrides(c, overrides)
+    config_files.apply_overrides(c, overrides)
     if (variant or {}).get("mode"):
         c.mode = variant["mode"]
     return c

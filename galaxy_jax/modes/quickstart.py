@@ -19,8 +19,7 @@ import copy
 import os
 import time
 
-from galaxy_jax import atomic, modes, validate, weights
-from galaxy_jax.modes import report, sweep
+from galaxy_jax import atomic, config_files, modes, summary, validate, weights
 from galaxy_jax.workdir import prepare_workdir, versions
 
 
@@ -59,28 +58,28 @@ def run_quickstart(config, workdir: str) -> dict:
     wall["extract"] = time.time() - t0
 
     t0 = time.time()
-    overrides = {"data.path": features_dir, **sweep.parse_common(config.dec_overrides)}
-    sw = sweep.load_config("sweep:galaxy", config.config_dir)
+    overrides = {"data.path": features_dir, **config_files.parse_common(config.dec_overrides)}
+    sw = config_files.load_config("sweep:galaxy", config.config_dir)
     sw.seeds = tuple(config.seeds)
     sw.variants = (
         {"name": "kmeans_features", "mode": "kmeans", **overrides},
         {"name": "xception_dec", **overrides},
     )
     print("[2/3] k-means and DEC on the features")
-    runs = sweep.run_sweep(sw, os.path.join(workdir, "sweep"))
+    runs = modes.get("sweep")(sw, os.path.join(workdir, "sweep"))
     wall["sweep"] = time.time() - t0
 
     t0 = time.time()
-    rc = sweep.load_config("report", config.config_dir)
+    rc = config_files.load_config("report", config.config_dir)
     rc.update(config.report.to_dict())
-    rc.sweep = os.path.join(workdir, "sweep", sweep.SWEEP_FILE)
+    rc.sweep = os.path.join(workdir, "sweep", summary.SWEEP_FILE)
     rc.title = f"galaxy_jax quick start (Xception weights: {weights_desc})"
     print("[3/3] report")
-    report.run_report(rc, workdir)
+    modes.get("report")(rc, workdir)
     wall["report"] = time.time() - t0
     wall["total"] = time.time() - t_start
 
-    table = report.markdown_table(report.summarise(runs))
+    table = summary.markdown_table(summary.summarise(runs))
     print(f"\nXception weights: {weights_desc}\n\n{table}\n")
     print(f"Report: {os.path.join(workdir, 'report.md')}, figures in {workdir}/figures/")
     maps = sorted(f for f in os.listdir(os.path.join(workdir, "figures")) if f.endswith(".html"))
