@@ -37,6 +37,8 @@ import sys
 import numpy as np
 from _common import ROOT, balanced_acc_hungarian, run_once, seed_stats, wall_seconds  # bench/
 
+from galaxy_jax.atomic import write_json
+
 SHARED = os.path.join(ROOT, "..", "shared", "data")
 SDSS = os.path.join(SHARED, "sdss_ngc_hubble")
 W = "workdirs/imagenet_table"
@@ -344,9 +346,7 @@ def main():
     old_table = old.get("table", {})
     old_table.update(table)
     result["table"] = old_table
-    with open(path + ".tmp", "w") as f:
-        json.dump(result, f, indent=2)
-    os.replace(path + ".tmp", path)
+    write_json(path, result)
     print("wrote", a.out)
 
 

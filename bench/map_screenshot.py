@@ -13,20 +13,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from galaxy_jax.explore import CHROMIUM_FLAGS  # noqa: E402
-
-_POINT = """
-const doc = Bokeh.documents[0];
-const plot = doc.get_model_by_name('map'), src = doc.get_model_by_name('galaxies');
-let view = null;
-function walk(v) { if (!v || view) return; if (v.model === plot) { view = v; return; }
-  for (const c of (v.child_views || [])) walk(c); }
-[...Bokeh.index.roots].forEach(walk);
-const i = arguments[0];
-const r = view.canvas_view.el.getBoundingClientRect();
-return [r.left + view.frame.x_scale.compute(src.data.x[i]),
-        r.top + view.frame.y_scale.compute(src.data.y[i])];
-"""
+from galaxy_jax.explore import CHROMIUM_FLAGS, JS_POINT_ON_PAGE  # noqa: E402
 
 
 def main():
@@ -49,7 +36,7 @@ def main():
     try:
         driver.get("file://" + os.path.abspath(a.page))
         time.sleep(2)
-        x, y = driver.execute_script(_POINT, a.hover)
+        x, y = driver.execute_script(JS_POINT_ON_PAGE, a.hover)
         action = ActionBuilder(driver)
         action.pointer_action.move_to_location(int(round(x)), int(round(y)))
         action.perform()

@@ -48,6 +48,26 @@ CHROMIUM_FLAGS = (
 )
 SHEET = 16  # thumbnails per sprite-sheet side: 256 per sheet
 
+# JavaScript run in a page (tests, bench/map_screenshot.py): the page coordinates of point
+# `arguments[0]`; it first finds the map's view (`view`), its data source (`src`), `doc`.
+JS_FIND_MAP = """
+const doc = Bokeh.documents[0];
+const plot = doc.get_model_by_name('map'), src = doc.get_model_by_name('galaxies');
+let view = null;
+function walk(v) { if (!v || view) return; if (v.model === plot) { view = v; return; }
+  for (const c of (v.child_views || [])) walk(c); }
+[...Bokeh.index.roots].forEach(walk);
+"""
+JS_POINT_ON_PAGE = (
+    JS_FIND_MAP
+    + """
+const i = arguments[0];
+const r = view.canvas_view.el.getBoundingClientRect();
+return [r.left + view.frame.x_scale.compute(src.data.x[i]),
+        r.top + view.frame.y_scale.compute(src.data.y[i])];
+"""
+)
+
 
 def _colours(values, n) -> list[str]:
     return [UNKNOWN if v < 0 else PALETTE[int(v) % len(PALETTE)] for v in values[:n]]

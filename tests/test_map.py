@@ -16,7 +16,7 @@ import pytest
 
 from configs import extract as extract_config
 from configs import map as map_config
-from galaxy_jax import modes, runs
+from galaxy_jax import explore, modes, runs
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 N = 40
@@ -65,8 +65,6 @@ def test_map_files_and_saved_layout(page):
 
 
 def test_sampling_beyond_max_points_says_so(tmp_path):
-    from galaxy_jax import explore
-
     xy = np.random.default_rng(0).normal(size=(300, 2)).astype(np.float32)
     info = explore.write_map(
         str(tmp_path / "m.html"),
@@ -90,9 +88,7 @@ def browser():
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp()
-    from galaxy_jax.explore import CHROMIUM_FLAGS
-
-    for flag in (*CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
+    for flag in (*explore.CHROMIUM_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = webdriver.Chrome(service=Service(DRIVER), options=options)
@@ -101,23 +97,8 @@ def browser():
     shutil.rmtree(profile, ignore_errors=True)
 
 
-_FIND = """
-const doc = Bokeh.documents[0];
-const plot = doc.get_model_by_name('map'), src = doc.get_model_by_name('galaxies');
-let view = null;
-function walk(v) { if (!v || view) return; if (v.model === plot) { view = v; return; }
-  for (const c of (v.child_views || [])) walk(c); }
-[...Bokeh.index.roots].forEach(walk);
-"""
-_POINT = (
-    _FIND
-    + """
-const i = arguments[0];
-const r = view.canvas_view.el.getBoundingClientRect();
-return [r.left + view.frame.x_scale.compute(src.data.x[i]),
-        r.top + view.frame.y_scale.compute(src.data.y[i])];
-"""
-)
+_FIND = explore.JS_FIND_MAP
+_POINT = explore.JS_POINT_ON_PAGE
 # Text and thumbnails anywhere in the page, Bokeh's shadow roots included.
 _SEARCH = """
 const out = {tip: [], thumb: [], panel: '', button: null};
