@@ -16,6 +16,7 @@ Run:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
@@ -50,19 +51,28 @@ def synthetic_row(n: int, size: int, out_dir: str) -> dict:
         embedding=z,
         max_points=n,
     )
-    return {"kind": "synthetic", "n": n, "image_size": size, "wall_s": time.time() - t0, **info}
+    return {
+        "kind": "synthetic",
+        "n": n,
+        "image_size": size,
+        "wall_s": time.time() - t0,
+        "loadavg_at_run": _common.loadavg(),
+        **info,
+    }
 
 
 def run_row(run: str, out_dir: str) -> dict:
-    import ml_collections
+    from galaxy_jax.explore import write_run_map
 
-    from configs import map as map_config
-    from galaxy_jax.modes.explore import write_run_map
-
-    c = ml_collections.ConfigDict(map_config.get_config().to_dict())
     t0 = time.time()
-    info = write_run_map(c, run, os.path.join(out_dir, "run.html"))
-    return {"kind": "run", "run": run, "wall_s": time.time() - t0, **info}
+    info = write_run_map(run, os.path.join(out_dir, "run.html"))  # configs/map.py's defaults
+    return {
+        "kind": "run",
+        "run": run,
+        "wall_s": time.time() - t0,
+        "loadavg_at_run": _common.loadavg(),
+        **info,
+    }
 
 
 def main():
@@ -82,6 +92,12 @@ def main():
             print(rows[-1])
     for r in rows:
         r.pop("path", None)
+    # Keep the rows of earlier runs that this one did not redo (same kind and size or run).
+    key = lambda r: (r["kind"], r.get("n"), r.get("run"))  # noqa: E731
+    if os.path.isfile(a.out):
+        with open(a.out) as f:
+            old = [r for r in json.load(f)["rows"] if key(r) not in {key(x) for x in rows}]
+        rows = old + rows
     write_json(
         a.out,
         {
@@ -89,6 +105,7 @@ def main():
             "machine": _common.machine(),
             "loadavg": _common.loadavg(),
             "command": "python bench/map_scale.py " + " ".join(sys.argv[1:]),
+            "note": "each row keeps the machine load of its own run in `loadavg_at_run`",
         },
     )
 

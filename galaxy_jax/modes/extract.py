@@ -36,13 +36,7 @@ from galaxy_jax.workdir import prepare_workdir, versions
 
 SHARD_DIR = "feature_shards"
 
-OUTPUTS = (
-    "features.npy",
-    "ids.npy",
-    "labels.npy",
-    "features_meta.json",
-    runs.CATALOG_COLUMNS,
-)
+OUTPUTS = ("features.npy", "ids.npy", "labels.npy", "features_meta.json")
 
 
 def _file_sha256(path: str) -> str:
@@ -129,7 +123,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
     meta_hash = shards.meta_hash(identity)
     meta_path = os.path.join(workdir, "features_meta.json")
     feat_path = os.path.join(workdir, "features.npy")
-    shards.remove_temporaries(workdir, OUTPUTS)
+    shards.remove_temporaries(workdir, (*OUTPUTS, runs.CATALOG_COLUMNS))
     if os.path.exists(meta_path) and os.path.exists(feat_path):
         features = _up_to_date(meta_path, feat_path, meta_hash)
         if features is not None:
