@@ -7,7 +7,7 @@ Run (after `extract`, or a DEC run):
 workdir (embedding.npy). Queries are galaxy ids of that space (`query_ids`, comma-separated) or
 image files (`query_images`; run through the space's own preprocessing and network first; feature
 spaces only). Writes neighbours.csv (query, rank, id, distance, then the catalog's columns) and
-montages/<query>.png (the query, then its neighbours). The search is exact, streamed over the
+montages/<NNN>_<query>.png (query NNN, then its neighbours). The search is exact, streamed over the
 space in chunks of `chunk` rows (bench/neighbours_throughput.py: 1M rows on this CPU).
 Variant `configs/neighbours.py:smoke` searches the quick start's features (tests).
 """
@@ -27,7 +27,7 @@ def get_config(arg=None):
     c.k = 8
     c.metric = "cosine"  # cosine | euclidean
     c.chunk = 65536  # database rows per device step
-    c.montage = True  # montages/<query>.png, when the space's images can be read
+    c.montage = True  # montages/<NNN>_<query>.png, when the space's images can be read
     if arg == "smoke":
         c.space = "workdirs/quickstart/features"
         c.query_ids = "synthetic-0-0,synthetic-0-1"

@@ -120,17 +120,19 @@ _ON_SELECT = """
 const idx = src.selected.indices;
 const d = src.data;
 const t = THUMB, sheet = SHEET_PX;
+const esc = s => String(s).replace(/[&<>"']/g,
+  c => ({'&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;'}[c]));
 function cell(i, note) {
   return `<div style="display:inline-block;margin:2px;text-align:center;font-size:10px">` +
     `<div style="width:${t}px;height:${t}px;background-image:url('${d.sheet[i]}');` +
     `background-position:${d.bgpos[i]};background-size:${sheet}px ${sheet}px"></div>` +
-    `${d.id[i]}${note}</div>`;
+    `${esc(d.id[i])}${note}</div>`;
 }
 if (idx.length === 1) {
   const i = idx[0];
   const nb = d.nbrs[i] ? d.nbrs[i].split(',').map(Number) : [];
-  panel.text = `<b>${d.id[i]}</b> (cluster ${d.cluster[i]}) and its nearest neighbours:<br>` +
-    cell(i, '') + nb.map(j => cell(j, ` c${d.cluster[j]}`)).join('');
+  panel.text = `<b>${esc(d.id[i])}</b> (cluster ${esc(d.cluster[i])}) and its nearest ` +
+    'neighbours:<br>' + cell(i, '') + nb.map(j => cell(j, ` c${esc(d.cluster[j])}`)).join('');
 } else if (idx.length > 1) {
   panel.text = `${idx.length} galaxies selected: "Export selected ids" saves them as CSV.`;
 } else {
@@ -147,7 +149,8 @@ legend.text = legends[sel.value];
 
 _ON_EXPORT = """
 const idx = src.selected.indices;
-const rows = ['id'].concat(idx.map(i => src.data.id[i]));
+const quote = s => /[",\\n]/.test(s) ? '"' + String(s).replace(/"/g, '""') + '"' : String(s);
+const rows = ['id'].concat(idx.map(i => quote(src.data.id[i])));
 const text = rows.join('\\n') + '\\n';
 window.galaxyMapExport = text;
 const blob = new Blob([text], {type: 'text/csv'});
@@ -235,7 +238,7 @@ def write_map(
     extra = []
     for k, v in (columns or {}).items():
         key = f"col_{len(extra)}"
-        data[key] = [html.escape(str(x)) for x in np.asarray(v)[rows]]
+        data[key] = [str(x) for x in np.asarray(v)[rows]]  # Bokeh escapes @field values
         extra.append(f'<div class="tip-col">{html.escape(str(k))}: @{key}</div>')
     space = xy[rows] if embedding is None else np.asarray(embedding[rows], np.float32)
     k = min(n_neighbours, n - 1)
@@ -397,7 +400,7 @@ def write_run_map(
         confidence=conf,
         labels=labels,
         class_names=class_names,
-        columns=runs.catalog_columns(features_dir),
+        columns=runs.catalog_columns_for(ids, features_dir),
         embedding=z,
         title=title
         or f"galaxy_jax map: {os.path.basename(os.path.dirname(run))}/{os.path.basename(run)}",

@@ -48,6 +48,18 @@ def _fit(z: np.ndarray, how: str, seed: int, iters: int) -> np.ndarray:
     ).fit_transform(z)
 
 
+def fingerprint(z) -> str:
+    """A hash of the embedding's shape and of its first and last rows: a re-extraction or a
+    re-run with other numbers gets a new layout, not the old one's."""
+    import hashlib
+
+    n = len(z)
+    h = hashlib.sha256(str(tuple(z.shape)).encode())
+    for rows in (z[: min(n, 64)], z[max(0, n - 64) :]):
+        h.update(np.ascontiguousarray(np.asarray(rows, np.float32)).tobytes())
+    return h.hexdigest()[:16]
+
+
 def layout(run_dir: str, z, max_points: int, seed: int, iters: int = 1000, how: str = ""):
     """(rows [M] int, xy [M, 2] float32, method) of the embedding z [N, d] of the run in run_dir;
     read from run_dir/map_2d.npz when it was made with the same settings, else computed and
@@ -55,7 +67,7 @@ def layout(run_dir: str, z, max_points: int, seed: int, iters: int = 1000, how: 
     how = how or method()
     n = len(z)
     params = {"n": n, "max_points": int(max_points), "seed": int(seed), "iters": int(iters)}
-    params["method"] = how
+    params.update(method=how, data=fingerprint(z))
     path = os.path.join(run_dir, FILE)
     if os.path.isfile(path):
         try:

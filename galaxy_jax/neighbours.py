@@ -1,7 +1,7 @@
 """Exact k-nearest-neighbour search, streamed over the database in fixed-size chunks on device.
 
 `search(queries, database, k)` returns, for every query row, the k closest database rows and
-their distances. Nothing is approximate: every database row is compared with every query, in
+their distances. Every database row is compared with every query, in
 chunks of `chunk` rows (one compiled shape; the last chunk is padded and its padding masked), and
 a running top-k is merged after each chunk. The database may be any array-like that slices rows
 (a NumPy array, a memory map, `galaxy_jax.data.vectors.DiskRows`), so it never has to fit in
@@ -9,9 +9,10 @@ memory at once: memory is O(chunk * d + queries * (chunk + k)).
 
 Metrics:
   'cosine'     1 - cos(q, x); rows are L2-normalised first (a zero row stays zero: distance 1).
-  'euclidean'  ||q - x||: rows are ranked by ||q||^2 - 2 q.x + ||x||^2 (matrix products at
-               HIGHEST precision), then the k chosen rows' distances are recomputed directly in
-               float64 (the expansion loses small distances to cancellation).
+  'euclidean'  ||q - x||: rows are ranked by ||q||^2 - 2 q.x + ||x||^2 in float32 (products at
+               HIGHEST precision) after shifting queries and rows by the queries' mean (distances
+               do not change, and the cancellation of large norms goes), then the best 2k
+               candidates are re-ranked by their distances computed directly in float64.
 
 Ties are broken by the lower database index, so results are deterministic.
 """
@@ -43,9 +44,10 @@ def _normalise(x):
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric"))
-def _merge_chunk(best_d, best_i, q, chunk, n_valid, offset, *, k, metric):
-    """Running top-k [Q, k] updated with one database chunk [C, D] (rows >= n_valid padding)."""
-    chunk = chunk.astype(jnp.float32)
+def _merge_chunk(best_d, best_i, q, chunk, n_valid, offset, shift, *, k, metric):
+    """Running top-k [Q, k] updated with one database chunk [C, D] (rows >= n_valid padding);
+    `shift` [D] is subtracted from the chunk (euclidean; the queries come shifted)."""
+    chunk = chunk.astype(jnp.float32) - shift
     if metric == "cosine":
         chunk = _normalise(chunk)
     prod = jnp.matmul(q, chunk.T, precision=jax.lax.Precision.HIGHEST)  # [Q, C]
@@ -67,9 +69,13 @@ def _merge_chunk(best_d, best_i, q, chunk, n_valid, offset, *, k, metric):
 
 def _exact_euclidean(queries, database, idx):
     """||q - x|| in float64 for the chosen rows idx [Q, k], re-sorted (lower index on ties)."""
-    rows, inverse = np.unique(idx, return_inverse=True)
-    x = np.asarray(database[rows], np.float64)[inverse.reshape(idx.shape)]  # [Q, k, D]
-    dist = np.sqrt(((queries[:, None, :].astype(np.float64) - x) ** 2).sum(-1))
+    dist = np.empty(idx.shape, np.float64)
+    for lo in range(0, len(idx), 256):  # [256, k, D] float64 at a time
+        block = idx[lo : lo + 256]
+        rows, inverse = np.unique(block, return_inverse=True)
+        x = np.asarray(database[rows], np.float64)[inverse.reshape(block.shape)]
+        q = queries[lo : lo + 256, None, :].astype(np.float64)
+        dist[lo : lo + 256] = np.sqrt(((q - x) ** 2).sum(-1))
     order = np.lexsort((idx, dist), axis=1)
     idx[:] = np.take_along_axis(idx, order, 1)
     return np.take_along_axis(dist, order, 1)
@@ -107,12 +113,17 @@ def search(
         )
     kk = k + int(self_offset is not None)
     _check(metric, kk, n)
-    q = jnp.asarray(queries)
+    # Euclidean: the best 2k by the float32 expansion, re-ranked in float64 below.
+    cand = kk if metric == "cosine" else min(n, 2 * kk)
+    shift = np.zeros(queries.shape[1], np.float32)
+    if metric == "euclidean":
+        shift = queries.astype(np.float64).mean(0).astype(np.float32)
+    q = jnp.asarray(queries - shift)
     if metric == "cosine":
         q = _normalise(q)
-    chunk = max(1, min(int(chunk), n))
-    best_d = jnp.full((len(q), kk), jnp.inf, jnp.float32)
-    best_i = jnp.full((len(q), kk), np.iinfo(np.int32).max, jnp.int32)
+    chunk = max(1, min(max(int(chunk), cand), n))
+    best_d = jnp.full((len(q), cand), jnp.inf, jnp.float32)
+    best_i = jnp.full((len(q), cand), np.iinfo(np.int32).max, jnp.int32)
     bar = tqdm(range(0, n, chunk), desc="neighbours", leave=False, disable=not progress or None)
     for lo in bar:
         rows = np.asarray(database[lo : lo + chunk], np.float32)
@@ -120,11 +131,12 @@ def search(
         if valid < chunk:
             rows = np.concatenate([rows, np.zeros((chunk - valid, rows.shape[1]), np.float32)])
         best_d, best_i = _merge_chunk(
-            best_d, best_i, q, jnp.asarray(rows), valid, lo, k=kk, metric=metric
+            best_d, best_i, q, jnp.asarray(rows), valid, lo, shift, k=cand, metric=metric
         )
     dist, idx = np.asarray(best_d), np.asarray(best_i).astype(np.int64)
-    if metric == "euclidean":  # exact distances of the chosen rows, free of the cancellation
+    if metric == "euclidean":  # exact distances of the candidates, free of the cancellation
         dist = _exact_euclidean(queries, database, idx)
+        dist, idx = dist[:, :kk], idx[:, :kk]
     if self_offset is not None:  # drop each query's own row, or the (k+1)-th if it was not found
         keep = idx != (self_offset + np.arange(len(idx)))[:, None]
         keep[keep.all(axis=1), -1] = False

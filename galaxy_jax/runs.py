@@ -84,6 +84,23 @@ def catalog_columns(features_dir: str | None) -> dict | None:
     return {k: table.column(k).to_numpy(zero_copy_only=False) for k in table.column_names}
 
 
+def catalog_columns_for(ids, features_dir: str | None) -> dict | None:
+    """The catalog columns of the galaxies `ids`, in that order, matched by id against the
+    features' ids.npy (None where an id is not there); None when the data had no catalog."""
+    columns = catalog_columns(features_dir)
+    if not columns:
+        return None
+    feature_ids = load_npy(features_dir, "ids.npy")
+    if feature_ids is None:
+        return None
+    row_of = {str(g): r for r, g in enumerate(feature_ids)}
+    rows = np.asarray([row_of.get(str(g), -1) for g in ids])
+    return {
+        name: np.where(rows >= 0, np.asarray(values, object)[np.maximum(rows, 0)], None)
+        for name, values in columns.items()
+    }
+
+
 def load_space(path: str):
     """A searchable space: a run workdir with embedding.npy (its DEC embedding) or an `extract`
     workdir with features.npy (streamed rows, as written).
@@ -114,8 +131,12 @@ def load_space(path: str):
 
 
 def save_catalog_columns(features_dir: str, columns: dict | None) -> None:
-    """Writes the data's catalog columns beside its features (nothing when it has none)."""
+    """Writes the data's catalog columns beside its features; removes an older run's when the
+    data has none (they would describe other rows)."""
     if not columns:
+        stale = os.path.join(features_dir, CATALOG_COLUMNS)
+        if os.path.exists(stale):
+            os.remove(stale)
         return
     import pyarrow as pa
     import pyarrow.parquet

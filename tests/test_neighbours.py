@@ -82,3 +82,12 @@ def test_bad_arguments_are_user_errors():
         neighbours.search(x, x, 5)
     with pytest.raises(UserError, match="same number of columns"):
         neighbours.search(np.ones((2, 2)), x, 1)
+
+
+def test_euclidean_is_exact_far_from_the_origin_and_small_chunks_are_fine():
+    rng = np.random.default_rng(4)
+    x = (1000.0 + 0.01 * rng.normal(size=(500, 8))).astype(np.float32)  # large norms, tiny gaps
+    d, i = neighbours.search(x[:5], x, 5, "euclidean", chunk=3)  # chunk < k: widened
+    bd, bi = _brute(x[:5].astype(np.float64), x.astype(np.float64), 5, "euclidean")
+    np.testing.assert_array_equal(i, bi)
+    np.testing.assert_allclose(d, bd, atol=1e-6)

@@ -44,7 +44,9 @@ def test_neighbours_csv_montages_and_same_class_neighbours(pixel_space, tmp_path
     first = [r for r in rows if r["rank"] == "1"]
     assert all(r["id"] == r["query"] for r in first)  # a galaxy is its own nearest, at 0
     assert all(float(r["distance"]) < 1e-5 for r in first)
-    assert out["montages"] == "montages/" and (tmp_path / "montages" / f"{ids[0]}.png").is_file()
+    assert (
+        out["montages"] == "montages/" and (tmp_path / "montages" / f"000_{ids[0]}.png").is_file()
+    )
 
 
 def test_bad_queries_are_user_errors(pixel_space, tmp_path):
@@ -73,4 +75,4 @@ def test_an_image_file_not_in_the_space_is_run_through_the_same_features(pixel_s
     rows = list(csv.DictReader(open(tmp_path / "out" / "neighbours.csv")))
     assert rows[0]["query"] == "query.png" and rows[0]["id"] == source.ids[7]
     assert float(rows[0]["distance"]) < 1e-5
-    assert (tmp_path / "out" / "montages" / "query.png.png").is_file()
+    assert (tmp_path / "out" / "montages" / "000_query.png.png").is_file()

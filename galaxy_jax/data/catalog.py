@@ -30,8 +30,11 @@ from galaxy_jax.errors import UserError
 CATALOG_FORMATS = (".csv", ".parquet", ".pq")
 
 
-def read_table(path: str):
-    """The catalog as a pyarrow Table; UserError naming the file if it cannot be read."""
+def read_table(path: str, text_columns=()):
+    """The catalog as a pyarrow Table; UserError naming the file if it cannot be read.
+    text_columns (ids, paths, labels) are read as text as written, never as numbers (a CSV's
+    type guess would turn 000123 into 123, or a large integer id with a blank cell into a float).
+    """
     import pyarrow as pa
     import pyarrow.csv
     import pyarrow.parquet
@@ -44,7 +47,10 @@ def read_table(path: str):
         raise UserError(f"{path}: a catalog must be {', '.join(CATALOG_FORMATS)}")
     try:
         if ext == ".csv":
-            return pyarrow.csv.read_csv(path)
+            types = {c: pa.string() for c in text_columns}  # absent names are ignored
+            return pyarrow.csv.read_csv(
+                path, convert_options=pyarrow.csv.ConvertOptions(column_types=types)
+            )
         return pyarrow.parquet.read_table(path)
     except (OSError, pa.ArrowException) as e:
         raise UserError(f"{path}: cannot read the catalog ({type(e).__name__}: {e})") from None
@@ -58,14 +64,19 @@ def _column(table, name: str, path: str) -> np.ndarray:
 
 
 def _text(value) -> str:
-    return "" if value is None or (isinstance(value, float) and np.isnan(value)) else str(value)
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))  # a Parquet float column of integer ids
+    return str(value)
 
 
 def make_catalog_source(data_config, report_path: str | None = None) -> ImageSource:
     """The ImageSource of a catalog (module docstring)."""
     d = data_config
     path = os.path.abspath(os.path.expanduser(d.catalog_path))
-    table = read_table(path)
+    text = [c for c in (d.catalog_id_column, d.catalog_path_column, d.label_column) if c]
+    table = read_table(path, text)
     if table.num_rows == 0:
         raise UserError(f"{path}: the catalog has no rows")
     root = os.path.dirname(path)
@@ -78,7 +89,7 @@ def make_catalog_source(data_config, report_path: str | None = None) -> ImageSou
     bad = BadInput(d.on_bad_input)
     rows, paths, seen = [], [], {}
     for r, (gid, loc) in enumerate(zip(ids_raw, locs, strict=True)):
-        row_no = r + 2 if path.endswith(".csv") else r  # CSV: the line number; Parquet: the row
+        row_no = r + 2 if path.lower().endswith(".csv") else r  # CSV: line; Parquet: row
         if not gid:
             bad.add(path, f"empty {id_col}", row=row_no)
             continue

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+import zlib
 
 import numpy as np
 from absl import logging
@@ -154,7 +155,7 @@ def read_bands(paths, hdu: int | str = -1) -> np.ndarray:
                 data = np.asarray(_image_hdu(hdul, hdu, path).data, np.float64)
         except UserError:
             raise
-        except (OSError, ValueError, TypeError, IndexError) as e:
+        except (OSError, ValueError, TypeError, IndexError, EOFError, zlib.error) as e:
             raise UserError(f"{path}: cannot read FITS ({type(e).__name__}: {e})") from None
         data = np.squeeze(data)  # a [1, H, W] single-band cube is one band
         if data.ndim == 2:

@@ -47,7 +47,7 @@ def read_image_file(path, decode_size: int = 0, fits_reader=None) -> np.ndarray:
     reader = fits_reader or fits.FitsReader(fits.FitsOptions())
     if isinstance(path, (tuple, list)):
         bands = [
-            _npy(p) if str(p).endswith(".npy") else fits.read_bands(p, reader.options.hdu)
+            _npy(p) if str(p).lower().endswith(".npy") else fits.read_bands(p, reader.options.hdu)
             for p in path
         ]
         if len({b.shape[-2:] for b in bands}) > 1:
@@ -74,7 +74,7 @@ def read_image_file(path, decode_size: int = 0, fits_reader=None) -> np.ndarray:
 def _npy(path) -> np.ndarray:
     try:
         return np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:  # a pickled object array is refused, never executed
+    except (OSError, ValueError, EOFError) as e:  # a pickled object array is refused, unrun
         raise UserError(f"{path}: cannot read .npy ({type(e).__name__}: {e})") from None
 
 

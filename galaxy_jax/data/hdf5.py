@@ -62,6 +62,15 @@ class Hdf5Images:
         return np.stack([self.to_rgb(data[p], int(idx[k])) for k, p in enumerate(pos)])
 
 
+def _decoded(values: np.ndarray) -> np.ndarray:
+    """Byte strings (h5py's fixed and variable-length strings) as text."""
+    if values.dtype.kind == "S" or (
+        values.dtype == object and len(values) and isinstance(values[0], bytes)
+    ):
+        return np.asarray([v.decode() if isinstance(v, bytes) else str(v) for v in values])
+    return values
+
+
 def make_hdf5_source(data_config) -> ImageSource:
     """The ImageSource of an HDF5 bundle (module docstring)."""
     import h5py
@@ -109,7 +118,9 @@ def make_hdf5_source(data_config) -> ImageSource:
                 raise UserError(f"{path}:{d.hdf5_ids}: ids are not unique")
         skip = {d.hdf5_images, d.hdf5_labels, d.hdf5_ids}
         columns = {
-            k: f[k][()] for k in names if k not in skip and f[k].ndim == 1 and f[k].shape[0] == n
+            k: _decoded(f[k][()])
+            for k in names
+            if k not in skip and f[k].ndim == 1 and f[k].shape[0] == n
         }
         first = images[0]
     class_names = tuple(d.hdf5_class_names)

@@ -3,7 +3,7 @@
 Writes into its workdir:
   neighbours.csv        query, rank (1 = nearest), id, distance, then every catalog column of the
                         neighbour (ra, dec, ...) when the data came from a catalog
-  montages/<query>.png  the query, then its neighbours with their distances
+  montages/<NNN>_<query>.png  query NNN (0-based, in the order given), then its neighbours
   neighbours.json       what was searched: space, metric, k, the queries, wall time
 """
 
@@ -56,7 +56,7 @@ def run_neighbours(config, workdir: str) -> dict:
     k = min(int(config.k), len(ids))
     dist, idx = neighbours.search(q, x, k, config.metric, config.chunk)
     workdir = prepare_workdir(workdir)
-    columns = runs.catalog_columns(features_dir) or {}
+    columns = runs.catalog_columns_for(ids, features_dir) or {}
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["query", "rank", "id", "distance", *columns])
@@ -106,5 +106,5 @@ def _montages(workdir, names, query_images, ids, idx, dist, features_dir) -> str
             (image(ids[r]), f"{ids[r]} {d:.3f}") for r, d in zip(idx[qi], dist[qi], strict=True)
         ]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
-        plots.image_grid([row], os.path.join(workdir, "montages", f"{safe}.png"))
+        plots.image_grid([row], os.path.join(workdir, "montages", f"{qi:03d}_{safe}.png"))
     return ""

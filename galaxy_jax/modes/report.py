@@ -121,7 +121,7 @@ def plot_embedding(
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5), squeeze=False)
     for ax, (name, c) in zip(axes[0], panels, strict=True):
         sc = ax.scatter(xy[:, 0], xy[:, 1], c=c, s=4, cmap="tab10")
-        handles, _ = sc.legend_elements()
+        handles, _ = sc.legend_elements(num=None)  # one handle per value, in value order
         values = np.unique(c)
         if name == "true label" and len(class_names) > int(values.max(initial=-1)):
             text = [class_names[int(v)] if v >= 0 else "unknown" for v in values]
@@ -349,16 +349,11 @@ def cluster_table(run_dir: str) -> tuple[dict, set]:
     xy = layout.coordinates(run_dir, len(q))
     if xy is not None:
         table["map_x"], table["map_y"] = xy[:, 0], xy[:, 1]
-    columns = run_files.catalog_columns(features_dir)
     catalog = set()
-    if columns:
-        feature_ids = run_files.load_npy(features_dir, "ids.npy").astype(str)
-        row_of = {g: r for r, g in enumerate(feature_ids)}
-        rows = np.asarray([row_of.get(g, -1) for g in ids])
-        for name, values in columns.items():
-            key = name if name not in table else f"catalog_{name}"
-            table[key] = np.where(rows >= 0, values[np.maximum(rows, 0)], None)
-            catalog.add(key)
+    for name, values in (run_files.catalog_columns_for(ids, features_dir) or {}).items():
+        key = name if name not in table else f"catalog_{name}"
+        table[key] = values
+        catalog.add(key)
     return table, catalog
 
 
