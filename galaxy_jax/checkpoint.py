@@ -71,7 +71,11 @@ class Checkpointer:
         host = jax.device_get(state)
         _check_finite(host)
         try:
-            if step in self._mngr.all_steps():  # e.g. a finished phase re-saved with done=1
+            # An earlier asynchronous save (perhaps of this very step, e.g. a finished phase
+            # re-saved with done=1 at its last cadence step) must be complete before anything is
+            # deleted; Orbax would wait for it inside save() anyway.
+            self._mngr.wait_until_finished()
+            if step in self._mngr.all_steps():
                 self._mngr.delete(step)
             # The digest goes to disk first, so every complete checkpoint has one.
             self._digests = {

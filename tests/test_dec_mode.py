@@ -125,3 +125,16 @@ def test_missing_mnist_file_names_the_path(tmp_path):
     config.data.path = str(tmp_path / "nope.npz")
     with pytest.raises(UserError, match="nope.npz"):
         dec_mode.run_kmeans(config, str(tmp_path / "w"))
+
+
+def test_convergence_on_a_checkpoint_step_saves_done_over_the_pending_save(tmp_path):
+    """DEC converging exactly at a checkpoint_every step re-saves that step with done=1 while the
+    cadence save of the same step may still be in flight: it must wait, not race (the bug was an
+    OSError 'Directory not empty' from Orbax's delete)."""
+    from configs import mnist_dec
+
+    c = mnist_dec.get_config("smoke")
+    c.dec.update_interval = c.checkpoint_every = 20
+    c.dec.tol = 1.0  # converges at the first target update after step 0: step 20
+    r = dec_mode.run_dec(c, str(tmp_path))
+    assert r["dec_steps"] == 20
