@@ -6,6 +6,9 @@ workdirs, each with a results.json) and writes into its workdir:
   figures/<variant>_confusion.png contingency / confusion tables of the variant's first seed
   figures/<variant>_embedding.png t-SNE of the embedding, coloured by cluster and by true label
   figures/<variant>_montage.png   per cluster, its most and least confident galaxies
+  figures/<variant>_neighbours.png  each cluster's most confident galaxy and its nearest
+                                  neighbours in the clustered features (exact cosine search)
+  figures/<variant>_map.html      the interactive map (galaxy_jax/explore.py), linked
   figures/<variant>_curves.png    losses, and the fraction of changed assignments per DEC update
 
 What a run directory may hold, and what each figure needs from it:
@@ -71,7 +74,9 @@ def plot_confusion(results, path, class_names=()) -> str:
     ]
     if not tables:
         return "no contingency tables in results.json"
-    fig, axes = plt.subplots(1, len(tables), figsize=(4 * len(tables), 3.8), squeeze=False)
+    fig, axes = plt.subplots(
+        1, len(tables), figsize=(4.6 * len(tables), 3.8), squeeze=False, layout="constrained"
+    )
     for ax, (section, t) in zip(axes[0], tables, strict=True):
         supervised = "confusion" in results["metrics"][section]
         names = [str(c) for c in class_names] if len(class_names) == t.shape[1] else None
@@ -179,6 +184,60 @@ def plot_montage(workdir, ids, features_dir, path, per_cluster) -> str:
     return ""
 
 
+def plot_neighbours(workdir, ids, features_dir, path, k=7) -> str:
+    """For each cluster, its most confident galaxy and that galaxy's k nearest neighbours in the
+    features the run clustered (exact cosine search, galaxy_jax.neighbours), with their clusters
+    and true labels: does similarity in the feature space look like similar galaxies?"""
+    from galaxy_jax import neighbours
+
+    q = run_files.load_npy(workdir, "q.npy")
+    if q is None:
+        return "no q.npy in the run"
+    if not features_dir or not os.path.isfile(os.path.join(features_dir, "features.npy")):
+        return "the run's data are not extracted image features"
+    source, why = run_files.image_source_of(features_dir)
+    if source is None:
+        return why
+    x, space_ids, _, _ = run_files.load_space(features_dir)
+    if ids is None or len(ids) != len(q):
+        return "the run's ids do not match q.npy"
+    cluster_of = {str(g): int(c) for g, c in zip(ids, q.argmax(1), strict=True)}
+    row_in_space = {str(g): r for r, g in enumerate(space_ids)}
+    src_row = {str(g): r for r, g in enumerate(source.ids)}
+    conf, assign = q.max(1), q.argmax(1)
+    queries = [
+        int(np.flatnonzero(assign == c)[np.argmax(conf[assign == c])])
+        for c in range(q.shape[1])
+        if (assign == c).any()
+    ]
+    rows = [row_in_space.get(str(ids[i])) for i in queries]
+    if any(r is None for r in rows):
+        return "the run's ids are not all in its features"
+    k = min(k, len(space_ids) - 1)
+    _, nb = neighbours.search(np.asarray(x[rows]), x, k + 1, "cosine")  # [0] is the query
+
+    def cell(gid, tag):
+        r = src_row.get(str(gid))
+        img = None if r is None else source.get([r])[0]
+        label = ""
+        if (
+            r is not None
+            and source.labels is not None
+            and 0 <= source.labels[r] < len(source.class_names)
+        ):
+            label = f" {source.class_names[source.labels[r]]}"
+        return img, f"{tag} c{cluster_of.get(str(gid), '?')}{label}"
+
+    grid = []
+    for qi, row in zip(queries, nb, strict=True):
+        grid.append(
+            [cell(ids[qi], "query")]
+            + [cell(space_ids[j], f"#{n}") for n, j in enumerate(row[1:], 1)]
+        )
+    plots.image_grid(grid, path, "most confident galaxy of each cluster, then its neighbours")
+    return ""
+
+
 def plot_curves(results, path) -> str:
     """The curves of results['history'] ({phase: {metric: [[step, value], ...]}}, the one format
     of galaxy_jax/train_loop.py): losses on the left axis (log scale), every other metric (DEC's
@@ -186,8 +245,10 @@ def plot_curves(results, path) -> str:
     plt = plots.pyplot()
 
     hist = results.get("history") or {}
+    # Runs written before the one format kept lists per phase: there is nothing to read by name.
+    hist = {phase: curves for phase, curves in hist.items() if isinstance(curves, dict)}
     if not hist:
-        return "no history in results.json"
+        return "no history in results.json (or only in the format of older versions)"
     fig, (ax_loss, ax_other) = plt.subplots(1, 2, figsize=(10, 3.6))
     for phase, curves in hist.items():
         for metric, points in curves.items():
@@ -296,6 +357,11 @@ def run_report(config, workdir: str) -> str:
                 lambda p, w=w, ids=ids, fd=features_dir: plot_montage(
                     w, ids, fd, p, config.montage_per_cluster
                 ),
+            ),
+            (
+                "Nearest neighbours in the features",
+                "neighbours",
+                lambda p, w=w, ids=ids, fd=features_dir: plot_neighbours(w, ids, fd, p),
             ),
             ("Training curves", "curves", lambda p, res=results: plot_curves(res, p)),
         ]
