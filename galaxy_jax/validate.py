@@ -408,16 +408,20 @@ def export(config) -> None:
     )
 
 
-def sweep(config) -> None:
-    """Mode sweep: its own fields (each run's config is checked by its mode when it runs)."""
-    host_devices(config)
-    _need(bool(config.base), "base", "must name a config, e.g. 'galaxy_dec' or 'mnist_dec:smoke'")
+def _seeds(config) -> None:
     seeds = tuple(config.seeds)
     _need(
         len(seeds) > 0 and all(isinstance(s, int) and s >= 0 for s in seeds),
         "seeds",
         f"must be integers >= 0, at least one; got {seeds}",
     )
+
+
+def sweep(config) -> None:
+    """Mode sweep: its own fields (each run's config is checked by its mode when it runs)."""
+    host_devices(config)
+    _need(bool(config.base), "base", "must name a config, e.g. 'galaxy_dec' or 'mnist_dec:smoke'")
+    _seeds(config)
     _need(isinstance(config.common, str), "common", "must be 'FIELD=VALUE,...'")
     _need(
         os.path.isdir(os.path.expanduser(config.config_dir)),
@@ -437,12 +441,7 @@ def quickstart(config) -> None:
     """Mode quickstart: its weights choice, seeds, the extract stage and the report's sizes."""
     host_devices(config)
     _need(bool(config.weights), "weights", "must be auto, imagenet, random or a path to a .npz")
-    seeds = tuple(config.seeds)
-    _need(
-        len(seeds) > 0 and all(isinstance(s, int) and s >= 0 for s in seeds),
-        "seeds",
-        f"must be integers >= 0, at least one; got {seeds}",
-    )
+    _seeds(config)
     _need(
         os.path.isdir(os.path.expanduser(config.config_dir)),
         "config_dir",
