@@ -348,6 +348,32 @@ def main():
     result["table"] = old_table
     write_json(path, result)
     print("wrote", a.out)
+    print(markdown(result["table"]))
+
+
+def markdown(table) -> str:
+    """The table as markdown rows: set, method, accuracy, balanced accuracy, NMI (mean +- std)."""
+    lines = [
+        "| features (task) | method | accuracy | balanced acc. | NMI |",
+        "|---|---|---|---|---|",
+    ]
+    f = lambda s: f"{s['mean']:.3f} ± {s['std']:.3f}" if s else "—"  # noqa: E731
+    for tag, t in table.items():
+        for method, m in t["rows"].items():
+            lines.append(
+                f"| {tag} | {method} | {f(m['acc'])} | {f(m['balanced_acc'])} | {f(m['nmi'])} |"
+            )
+        if "ann" in t:
+            lines.append(
+                f"| {tag} | ANN (test) | {f(t['ann']['acc'])} | {f(t['ann']['balanced_acc'])} | |"
+            )
+        if "linear_probe" in t:
+            lp = t["linear_probe"]
+            lines.append(
+                f"| {tag} | linear probe (test) | {lp['test_accuracy']:.3f} | "
+                f"{lp['test_balanced_accuracy']:.3f} | |"
+            )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
