@@ -5,8 +5,8 @@ training logic. The modes are listed in README.md and by `python main.py --help`
 
 Several processes (hosts): start the same command once per process with
 --coordinator_address=HOST:PORT --num_processes=N --process_id=I (or --distributed on a cluster
-that JAX detects itself: Cloud TPU, SLURM, ...). Every process sees every device; see README,
-"Several devices or hosts".
+that JAX detects itself: Cloud TPU, SLURM, ...). Every process sees every device; see
+docs/scale.md.
 """
 
 import sys

@@ -1,4 +1,4 @@
-"""The README's MNIST table: k-means on pixels, k-means on the SAE embedding, and DEC, over seeds.
+"""The MNIST table (docs/results.md): k-means on pixels, on the SAE embedding, and DEC, by seed.
 
 Runs `python main.py` once per (config, seed) into workdirs/<config>/seed<N> (a finished run is
 skipped, an interrupted one resumes), then writes bench/results/mnist_table.json and prints a

@@ -39,7 +39,7 @@ def get_config(arg=None):
     c.dtype = "float32"  # float32 | bfloat16 (accelerators; CPU bfloat16 is slow)
     c.shard_size = 2048  # images per resumable shard under workdir/feature_shards/
     # Images per device per network pass within a batch; -1 = auto: on CPU cache-sized steps,
-    # fewer images for the large early feature maps than for the rest (extract.cpu_micro_batches:
+    # fewer images for the large early feature maps than for the rest (features.cpu_micro_batches:
     # 1 then 2 at 299 px, 2 then 8 at 128), the whole batch on accelerators; 0 = the whole batch.
     c.micro_batch = -1
     # On a CPU, one XLA device per core (4-21% faster than one device on both cores at 299 px,

@@ -21,7 +21,7 @@ def get_config(arg=None):
     # MNIST's lr 0.01 (momentum 0.9) collapsed DEC on 256 galaxies' features: with two close
     # initial centres, shifting every embedding far from both makes all rows of Q equal, and
     # then P = Q exactly (the f_j normalisation), KL = 0: a trivial minimum that a shared
-    # last-layer bias reaches in ~80 steps at that lr. 0.001 stays out of it (README, Galaxy DEC).
+    # last-layer bias reaches in ~80 steps at that lr. 0.001 stays out of it (docs/modes.md).
     c.dec.lr = 0.001
     if arg == "smoke":
         dec_base.shrink_for_smoke(c)

@@ -2,7 +2,7 @@
 
 Greedy layer-wise denoising pretraining (dropout 0.2), SGD lr 0.1, momentum 0.9, lr / 10 every
 20k steps, 50k steps per layer pair, then 100k steps of end-to-end fine-tuning, batch 256.
-On a 2-core CPU this takes hours per seed (see README).
+On a 2-core CPU this takes hours per seed (see docs/results.md).
 
 Run:
   python main.py --config=configs/mnist_dec_paper.py --workdir=workdirs/mnist_dec_paper/seed0

@@ -141,7 +141,7 @@ def warn_collapsing(target: Target, step: int) -> bool:
     if target.empty:
         logging.warning(
             "DEC step %d: cluster(s) %s hold no point: DEC is collapsing (often a too large "
-            "dec.lr; see README, Galaxy DEC).",
+            "dec.lr; see docs/modes.md, the paper's variants).",
             step,
             target.empty,
         )

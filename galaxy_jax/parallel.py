@@ -12,7 +12,7 @@ full [N, d] or [N, K] result (small per row) without a host-side exchange.
 
 Single process, single device is the same code with a mesh of one. Multi-process runs start with
 `jax.distributed.initialize` (main.py's --coordinator_address/--num_processes/--process_id, or
---distributed for the cluster auto-detection); see README, "Several devices or hosts".
+--distributed for the cluster auto-detection); see docs/scale.md.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def use_host_devices(requested: int) -> None:
 
     Each is a stream of its own (data-parallel work is sharded over them like over GPUs); on a
     2-core CPU that makes Xception extraction 4-21% faster at 299 px than one device using both
-    cores (README, "Xception features"). Accelerators are untouched. Must run before any JAX
+    cores (docs/modes.md, "Xception features"). Accelerators are untouched. Must run before any JAX
     computation: main.py calls it first thing for configs with a `host_devices` field."""
     n = host_device_count(requested, os.environ.get("XLA_FLAGS", ""))
     if n is not None:

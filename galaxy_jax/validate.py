@@ -344,7 +344,7 @@ def supervised_ann(config) -> None:
 
 def supervised_cnn(config) -> None:
     """Mode supervised_cnn. Whether model.width/middle_blocks fit `weights` needs the weights'
-    JSON and stays in galaxy_jax.modes.supervised.cnn_architecture."""
+    JSON and stays in galaxy_jax.supervised.cnn_architecture."""
     _supervised(config)
     image_size(config)
     weights_fields(config)
@@ -417,17 +417,21 @@ def _seeds(config) -> None:
     )
 
 
+def _config_dir(config) -> None:
+    _need(
+        os.path.isdir(os.path.expanduser(config.config_dir)),
+        "config_dir",
+        f"no such directory {config.config_dir!r}",
+    )
+
+
 def sweep(config) -> None:
     """Mode sweep: its own fields (each run's config is checked by its mode when it runs)."""
     host_devices(config)
     _need(bool(config.base), "base", "must name a config, e.g. 'galaxy_dec' or 'mnist_dec:smoke'")
     _seeds(config)
     _need(isinstance(config.common, str), "common", "must be 'FIELD=VALUE,...'")
-    _need(
-        os.path.isdir(os.path.expanduser(config.config_dir)),
-        "config_dir",
-        f"no such directory {config.config_dir!r}",
-    )
+    _config_dir(config)
     names = [dict(v).get("name") for v in config.variants]
     for name in names:
         _need(
@@ -442,11 +446,7 @@ def quickstart(config) -> None:
     host_devices(config)
     _need(bool(config.weights), "weights", "must be auto, imagenet, random or a path to a .npz")
     _seeds(config)
-    _need(
-        os.path.isdir(os.path.expanduser(config.config_dir)),
-        "config_dir",
-        f"no such directory {config.config_dir!r}",
-    )
+    _config_dir(config)
     ex = config.extract.copy_and_resolve_references()
     with ex.unlocked():
         ex.weights = "random" if config.weights == "auto" else config.weights

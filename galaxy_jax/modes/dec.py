@@ -10,7 +10,7 @@ module wires a config to them and to the workdir:
                                   {phase: {metric: [[step, value]]}}: 'sae/<phase>': loss,
                                   'dec': delta_label, acc (labelled data), loss
 
-Scale (README, "Scale"): the inputs may be a disk reader (galaxy_jax/data/vectors.DiskRows);
+Scale (docs/scale.md): the inputs may be a disk reader (galaxy_jax/data/vectors.DiskRows);
 training reads only the rows of each batch, and whole-dataset passes go in chunks of
 dec.PREDICT_CHUNK rows. What is kept in memory per row is small: the embedding [N, d], the soft
 assignments q and the target P [N, K]. DEC's target is computed in one pass: the pass keeps q for
