@@ -19,6 +19,9 @@ def base_config(data: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     common.cadence(c, log_every=100, checkpoint_every=1000)  # DEC: at the next target update
     common.devices(c)
     c.data = data
+    # Another run's workdir whose finished autoencoder (same seed, data and sae settings) this
+    # run reads instead of training its own: variants on one autoencoder. '' trains it here.
+    c.sae_from = ""
     c.sae = sae_section()
     c.dec = dec_section()
     return c
@@ -59,7 +62,10 @@ def dec_section() -> ml_collections.ConfigDict:
     # all of them; 0 = all rows (galaxy_jax.dec_init.DEFAULT_INIT_SAMPLE).
     d.init_sample = 100_000
     # Variants (defaults = the DEC paper): the initial centres, labels, extra loss terms.
-    d.init = "kmeans"  # kmeans | gmm | ward | labels (class means of the visible labels)
+    # kmeans | gmm | ward | umap (N2D: UMAP to n_clusters dims, then a Gaussian mixture) |
+    # labels (class means of the visible labels). Mode pretrain clusters its embedding with it.
+    d.init = "kmeans"
+    d.umap_neighbors = 20  # init 'umap': UMAP's n_neighbors (N2D's value)
     d.label_fraction = 0.0  # fraction of rows whose label training may see (seeded draw)
     d.supervised_weight = 0.0  # weight of the semi-supervised cross-entropy; 0 = plain DEC
     d.gamma = 0.0  # IDEC: weight of the reconstruction MSE kept during DEC; 0 = DEC

@@ -17,7 +17,7 @@ from scipy.optimize import linear_sum_assignment
 
 from galaxy_jax.errors import UserError
 
-INITS = ("kmeans", "gmm", "ward", "labels")
+INITS = ("kmeans", "gmm", "ward", "umap", "labels")
 WARD_MAX_N = 30000  # Ward's linkage holds O(N^2) distances
 # Rows the initial clustering is fitted on (dec.init_sample); every row is then assigned.
 DEFAULT_INIT_SAMPLE = 100_000
@@ -39,12 +39,24 @@ def visible_labels(y, fraction: float, seed: int) -> np.ndarray:
     return out
 
 
-def init_centres(method: str, z, k: int, seed: int, n_init: int, y_vis=None, max_points: int = 0):
+def init_centres(
+    method: str,
+    z,
+    k: int,
+    seed: int,
+    n_init: int,
+    y_vis=None,
+    max_points: int = 0,
+    umap_neighbors: int = 20,
+):
     """(centres [K, d] float32, labels [N] int32) of initialisation `method` (INITS).
 
     kmeans: scikit-learn k-means, n_init restarts (the DEC paper). gmm: full-covariance
     Gaussian mixture, n_init restarts; centres are its means. ward: agglomerative clustering
-    with Ward linkage; centres are the cluster means. labels: the means of the visible labelled
+    with Ward linkage; centres are the cluster means. umap (N2D, McConville et al. 2020): UMAP
+    of z to K dimensions (umap_neighbors neighbours, min_dist 0, seeded), then a full-covariance
+    Gaussian mixture there (n_init restarts); centres are the means of z over each component's
+    rows, so DEC starts from them in z's space. labels: the means of the visible labelled
     points of each class (y_vis, -1 = hidden), class c -> cluster c; needs K == number of
     classes and at least one visible point per class.
 
@@ -84,6 +96,9 @@ def init_centres(method: str, z, k: int, seed: int, n_init: int, y_vis=None, max
         if sample is None:
             return centres, gm.predict(fit).astype(np.int32)
         return centres, _blocks(z, lambda b: gm.predict(b).astype(np.int32))
+    elif method == "umap":
+        labels = _umap_gmm(fit, k, seed, n_init, umap_neighbors)
+        centres = _means(fit, labels, k)
     else:  # ward
         from sklearn.cluster import AgglomerativeClustering
 
@@ -92,6 +107,29 @@ def init_centres(method: str, z, k: int, seed: int, n_init: int, y_vis=None, max
     if sample is None:
         return centres, labels
     return centres, nearest(z, centres)
+
+
+def _umap_gmm(x: np.ndarray, k: int, seed: int, n_init: int, n_neighbors: int) -> np.ndarray:
+    """[N] int32 labels of a Gaussian mixture fitted on the UMAP of x to k dimensions. Every
+    component keeps at least one row (an empty one takes the row farthest from its own)."""
+    try:
+        import umap
+    except ImportError as e:  # a core dependency; only a broken install lacks it
+        raise UserError("config.dec.init='umap' needs umap-learn: pip install umap-learn") from e
+    from sklearn.mixture import GaussianMixture
+
+    n_neighbors = min(int(n_neighbors), len(x) - 1)
+    reducer = umap.UMAP(
+        n_components=k, n_neighbors=n_neighbors, min_dist=0.0, random_state=seed, n_jobs=1
+    )
+    e = reducer.fit_transform(x).astype(np.float64)
+    gm = GaussianMixture(k, n_init=n_init, random_state=seed, reg_covar=1e-4).fit(e)
+    labels = gm.predict(e).astype(np.int32)
+    empty = np.flatnonzero(np.bincount(labels, minlength=k) == 0)
+    if len(empty):  # the rows least sure of their own component seed the empty ones
+        own = gm.predict_proba(e)[np.arange(len(e)), labels]
+        labels[np.argsort(own, kind="stable")[: len(empty)]] = empty
+    return labels
 
 
 def nearest(z, centres: np.ndarray) -> np.ndarray:

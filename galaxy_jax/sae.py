@@ -18,6 +18,7 @@ from flax.training import train_state
 
 from galaxy_jax import parallel
 from galaxy_jax.checkpoint import Checkpointer
+from galaxy_jax.errors import UserError
 from galaxy_jax.models.autoencoder import Autoencoder
 from galaxy_jax.optim import make_optimizer
 from galaxy_jax.train_loop import BatchSampler, StepRunner
@@ -85,13 +86,15 @@ def phases(config) -> list:
     return [p for p in layers if p[2] > 0] + [("finetune", None, config.sae.finetune_steps)]
 
 
-def pretrain(config, x, directory: str, wall: dict, history: dict):
+def pretrain(config, x, directory: str, wall: dict, history: dict, finished_only: bool = False):
     """Greedy layer-wise denoising pretraining, then end-to-end fine-tuning, of the autoencoder
     (x.shape[1], *config.sae.dims) on the rows of x; returns (model, params).
 
     Each phase checkpoints under directory/<phase> and resumes from its latest checkpoint, else
     from the final params of the phase before it; a finished phase is restored, never redone.
     wall['sae/<phase>'] and history['sae/<phase>'] ({'loss': [[step, loss]]}) are filled in.
+    finished_only: read the checkpoints of another run (config `sae_from`): every phase must be
+    finished there, and nothing is trained or written.
     """
     s = config.sae
     model = Autoencoder((x.shape[1], *s.dims))
@@ -105,6 +108,15 @@ def pretrain(config, x, directory: str, wall: dict, history: dict):
         ckpt = Checkpointer(os.path.join(directory, name))
         _, state = ckpt.restore(state)
         start = int(state.step)
+        if finished_only:
+            ckpt.close()
+            if start < total:
+                raise UserError(
+                    f"sae_from: phase {name} in {directory} is at step {start} of {total}; "
+                    "finish that run's autoencoder first (run it again with its --workdir)."
+                )
+            params = parallel.replicate(state).params
+            continue
         runner = StepRunner(
             f"sae/{name}",
             ckpt,

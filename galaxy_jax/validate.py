@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 
-from galaxy_jax.data.vectors import DATASETS
+from galaxy_jax.data.vectors import DATASETS, FEATURE_NORMALIZE
 from galaxy_jax.dec_init import INITS, WARD_MAX_N, visible_labels
 from galaxy_jax.errors import UserError
 from galaxy_jax.models.xception import MIN_SIZE
@@ -105,6 +105,11 @@ def dec_variant_fields(d) -> None:
     for field in ("supervised_weight", "gamma"):
         v = d[field]
         _need(_number(v) and v >= 0, f"dec.{field}", f"must be a finite number >= 0, got {v!r}")
+    _need(
+        isinstance(d.umap_neighbors, int) and d.umap_neighbors >= 2,
+        "dec.umap_neighbors",
+        f"must be an integer >= 2, got {d.umap_neighbors!r}",
+    )
     if init == "labels" or d.supervised_weight:
         what = "init='labels'" if init == "labels" else "supervised_weight > 0"
         _need(fraction > 0, "dec.label_fraction", f"must be > 0 with dec.{what}, got {fraction}")
@@ -132,9 +137,9 @@ def data_fields(data) -> None:
         )
         normalize = data.normalize
         _need(
-            normalize in ("unit_power", "none"),
+            normalize in FEATURE_NORMALIZE,
             "data.normalize",
-            f"must be 'unit_power' or 'none' for features, got {normalize!r}",
+            f"must be one of {FEATURE_NORMALIZE} for features, got {normalize!r}",
         )
     else:  # blobs
         for field in ("n", "dim", "n_clusters"):

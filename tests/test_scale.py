@@ -49,6 +49,24 @@ def test_disk_rows_reads_like_an_array(tmp_path):
         r[np.array([500])]
 
 
+def test_sqrt_l2_rows_stream_like_the_whole_array(tmp_path):
+    """'sqrt_l2': every row signed-square-rooted and scaled to norm sqrt(D), whichever rows a
+    read asks for; zero rows stay zero."""
+    a = np.random.default_rng(1).normal(size=(300, 9)).astype(np.float32)
+    a[7] = 0.0
+    feat = tmp_path / "feat"
+    feat.mkdir()
+    np.save(feat / "features.npy", a)
+    x = vectors.load_features(str(feat), "sqrt_l2").x
+    r = np.sign(a) * np.sqrt(np.abs(a))
+    want = r / np.maximum(np.linalg.norm(r, axis=1, keepdims=True), 1e-30) * np.sqrt(9)
+    idx = np.array([5, 7, 299, 0, 5])
+    np.testing.assert_allclose(x[idx], want[idx], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(x), want, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(x[7:8], 0.0)
+    np.testing.assert_allclose(np.mean(np.sum(np.asarray(x)[a.any(1)] ** 2, 1)), 9, rtol=1e-5)
+
+
 def test_streaming_dec_equals_in_memory(tmp_path, monkeypatch):
     _write_features(tmp_path / "feat", 600, 32)
     streamed = vectors.load_features(str(tmp_path / "feat"))

@@ -3,13 +3,12 @@ labels they may see, and the quick start end to end.
 
 Data: grey 32x32 pixel vectors of 160 synthetic galaxies (k-means on them scores ~0.73 against
 chance 0.5), written as an extract-style features directory so that the real loaders run.
-Variants that change only the `dec` section reuse one pretrained autoencoder (its checkpoints
-are copied; the sae phase's run_config check accepts them because seed, data and sae agree).
+Variants that change only the `dec` section reuse one pretrained autoencoder (`sae_from`: read
+from the finished run, checked to be of the same seed, data and sae settings).
 """
 
 import json
 import os
-import shutil
 
 import numpy as np
 import pytest
@@ -79,7 +78,7 @@ def _run(name, features, pretrained, tmp_path):
     config = _config(features, v)
     workdir = str(tmp_path / name)
     if not any(k.startswith("sae.") for k in v):
-        shutil.copytree(os.path.join(pretrained, "sae"), os.path.join(workdir, "sae"))
+        config.sae_from = pretrained  # the same seed, data and sae: its autoencoder is reused
     run = {"kmeans": dec_mode.run_kmeans, "dec": dec_mode.run_dec}[config.mode]
     return run(config, workdir), workdir
 
@@ -177,3 +176,44 @@ def test_quickstart_smoke_runs_end_to_end_and_says_which_weights(tmp_path, capsy
     assert os.listdir(tmp_path / "qs" / "figures")
     with open(tmp_path / "qs" / "report.md") as f:
         assert "random" in f.readline()
+
+
+def test_sae_from_reuses_a_finished_autoencoder_exactly(features, pretrained, tmp_path):
+    """DEC on another run's autoencoder == that run's own DEC; nothing is trained or written
+    there; another seed, data or sae setting is refused, as is a workdir without one."""
+    config = _config(features)
+    config.sae_from = pretrained
+    workdir = str(tmp_path / "shared")
+    before = sorted(os.listdir(os.path.join(pretrained, "sae", "finetune")))
+    results = dec_mode.run_dec(config, workdir)
+    assert not os.path.exists(os.path.join(workdir, "sae"))
+    assert "sae/shared" in results["wall_s"] and "sae/finetune" not in results["wall_s"]
+    assert results["metrics"]["dec"] == _read(pretrained)["metrics"]["dec"]
+    np.testing.assert_array_equal(
+        np.load(os.path.join(workdir, "assignments.npy")),
+        np.load(os.path.join(pretrained, "assignments.npy")),
+    )
+    assert sorted(os.listdir(os.path.join(pretrained, "sae", "finetune"))) == before
+    for field, value in (("seed", 1), ("sae.finetune_steps", 10)):
+        other = _config(features, {field: value})
+        other.sae_from = pretrained
+        with pytest.raises(UserError, match="another config"):
+            dec_mode.run_dec(other, str(tmp_path / f"other_{field}"))
+    config.sae_from = str(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="no autoencoder there"):
+        dec_mode.run_dec(config, str(tmp_path / "nowhere_run"))
+
+
+@pytest.mark.parametrize("mode", ["pretrain", "dec"])
+def test_n2d_umap_init_separates_blobs(mode, tmp_path):
+    """N2D (dec.init='umap': UMAP of the embedding, then a Gaussian mixture) as the final
+    clusterer (mode pretrain) and as DEC's initialisation, on well-separated blobs."""
+    from configs import mnist_dec
+
+    c = mnist_dec.get_config("smoke")
+    c.mode, c.dec.init = mode, "umap"
+    results = {"pretrain": dec_mode.run_pretrain, "dec": dec_mode.run_dec}[mode](c, str(tmp_path))
+    m = results["metrics"]
+    assert m["kmeans_embedding"]["acc"] >= 0.95, m
+    if mode == "dec":
+        assert m["dec"]["acc"] >= 0.95, m

@@ -22,18 +22,36 @@ from galaxy_jax.errors import UserError
 
 DATASETS = ("mnist", "features", "blobs")
 SCAN_CHUNK = 1024  # rows per block of the one pass over a features file (finite check, power)
+FEATURE_NORMALIZE = ("unit_power", "sqrt_l2", "none")
+
+
+def sqrt_l2_rows(x: np.ndarray) -> np.ndarray:
+    """Each row's signed square root (power normalisation), then the row scaled to norm sqrt(D),
+    so that mean |x|^2 / D = 1 as with 'unit_power'. In place on a float32 [n, D] block.
+
+    Xception's pooled features are averages of ReLU outputs, a few channels large and most near
+    zero; the square root evens them out and the L2 step removes each galaxy's overall
+    brightness of response, leaving its direction (bench/feature_normalisation.py).
+    """
+    root = np.sqrt(np.abs(x))
+    np.copysign(root, x, out=x)
+    norm = np.linalg.norm(x, axis=1, keepdims=True)
+    x *= np.sqrt(x.shape[1]) / np.maximum(norm, np.finfo(np.float32).tiny)
+    return x
 
 
 class DiskRows:
-    """The rows of a C-ordered [N, D] float32 .npy file, read on demand, times `scale`.
+    """The rows of a C-ordered [N, D] float32 .npy file, read on demand, through `rows_fn` (a
+    row-wise normalisation, or None) and times `scale`.
 
     x[a:b] reads one contiguous block; x[idx] (an int array, any order, repeats allowed) reads
     each run of consecutive rows with one pread. Both return new float32 arrays in memory.
     np.asarray(x) reads the whole file (for the modes that need it all, e.g. the supervised ANN).
     """
 
-    def __init__(self, path: str, scale: float = 1.0):
+    def __init__(self, path: str, scale: float = 1.0, rows_fn=None):
         self.path = path
+        self.rows_fn = rows_fn  # applied to every block read, before `scale`
         with open(path, "rb") as f:
             version = np.lib.format.read_magic(f)
             read_header = (
@@ -68,7 +86,11 @@ class DiskRows:
             os.close(fd)
 
     def with_scale(self, scale: float) -> DiskRows:
-        return DiskRows(self.path, scale)
+        return DiskRows(self.path, scale, self.rows_fn)
+
+    def with_rows_fn(self, rows_fn) -> DiskRows:
+        """The same rows, each block passed through rows_fn (in place, float32 [n, D])."""
+        return DiskRows(self.path, self.scale, rows_fn)
 
     def __array__(self, dtype=None, copy=None):
         out = self[0 : len(self)]
@@ -98,6 +120,8 @@ class DiskRows:
             for a, b in zip(starts.tolist(), ends.tolist(), strict=True):
                 self._read(int(sorted_idx[a]), block[a:b])
             out[order] = block
+        if self.rows_fn is not None:
+            out = self.rows_fn(out)
         if self.scale != 1:
             out *= self.scale
         return out
@@ -162,7 +186,9 @@ def load_features(path: str, normalize: str = "unit_power") -> Vectors:
     normalize: 'unit_power' scales by one global constant so that mean_i |x_i|^2 / d = 1, the
                DEC paper's normalisation (features of a randomly initialised Xception are ~1e-5,
                ImageNet ones ~1), computed in one chunked pass and applied as rows are read.
-               'none' reads them as written.
+               'sqrt_l2': each row square-rooted (signed) and scaled to norm sqrt(D)
+               (`sqrt_l2_rows`): on ImageNet features of the SDSS set, k-means with 2
+               clusters goes from 0.648 to 0.840 (docs/results.md). 'none' reads them as written.
     """
     path = os.path.abspath(os.path.expanduser(path))
     fpath = os.path.join(path, "features.npy")
@@ -184,13 +210,17 @@ def load_features(path: str, normalize: str = "unit_power") -> Vectors:
     if os.path.isfile(meta):
         with open(meta) as f:
             json.load(f)  # a truncated metadata file means a broken extraction: fail loudly
+    if normalize not in FEATURE_NORMALIZE:
+        raise UserError(
+            f"data.normalize={normalize!r}: use one of {FEATURE_NORMALIZE} for features"
+        )
     power = check_finite(x, fpath, ids)
+    if normalize != "none" and power == 0.0:
+        raise UserError("the features are all zero; nothing to cluster")
     if normalize == "unit_power":
-        if power == 0.0:
-            raise UserError("the features are all zero; nothing to cluster")
         x = x.with_scale(1.0 / np.sqrt(power))
-    elif normalize != "none":
-        raise UserError(f"data.normalize={normalize!r}: use 'unit_power' or 'none' for features")
+    elif normalize == "sqrt_l2":
+        x = x.with_rows_fn(sqrt_l2_rows)
     return Vectors(x, y, ids)
 
 

@@ -42,7 +42,9 @@ from absl import logging
 
 from galaxy_jax import atomic, dec, dec_init, metrics, parallel, sae, validate
 from galaxy_jax.data.vectors import load_vectors
+from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import (
+    RUN_CONFIG,
     check_run_config,
     check_workdir_writable,
     prepare_workdir,
@@ -50,7 +52,10 @@ from galaxy_jax.workdir import (
 )
 
 # What each phase directory's checkpoints depend on (checked by check_run_config on resume).
-PHASE_FIELDS = {"sae": ("seed", "data", "sae"), "dec": ("seed", "data", "sae", "dec")}
+PHASE_FIELDS = {
+    "sae": ("seed", "data", "sae"),
+    "dec": ("seed", "data", "sae", "sae_from", "dec"),
+}
 
 
 def setup(config, workdir, phases=()):
@@ -68,6 +73,15 @@ def setup(config, workdir, phases=()):
     parallel.check_batch_size("dec.batch_size", config.dec.batch_size)
     workdir = prepare_workdir(workdir)
     for phase in phases:
+        if phase == "sae" and config.sae_from:
+            source = os.path.join(os.path.abspath(os.path.expanduser(config.sae_from)), "sae")
+            if not os.path.isfile(os.path.join(source, RUN_CONFIG)):
+                raise UserError(
+                    f"sae_from={config.sae_from!r}: no autoencoder there ({source} has no "
+                    f"{RUN_CONFIG}); run mode pretrain or dec with that --workdir first."
+                )
+            check_run_config(source, config, PHASE_FIELDS[phase])
+            continue
         check_run_config(os.path.join(workdir, phase), config, PHASE_FIELDS[phase])
     return data, workdir
 
@@ -75,13 +89,20 @@ def setup(config, workdir, phases=()):
 # ----------------------------------------------------------------------------------- k-means
 
 
-def _kmeans_assign(config, x, y, workdir, name) -> dict:
-    """k-means (dec.n_clusters, dec.kmeans_n_init restarts, seeded) on x [N, D], fitted on at most
-    dec.init_sample rows; writes assignments.npy and returns the metrics against y ({} when
-    unlabelled)."""
+def _kmeans_assign(config, x, y, workdir, name, method="kmeans") -> dict:
+    """Clustering `method` (dec_init.INITS: k-means by default; dec.n_clusters, dec.kmeans_n_init
+    restarts, seeded) of x [N, D], fitted on at most dec.init_sample rows; writes assignments.npy
+    and returns the metrics against y ({} when unlabelled)."""
     d = config.dec
     _, y_pred = dec_init.init_centres(
-        "kmeans", x, d.n_clusters, config.seed, d.kmeans_n_init, max_points=_init_sample(config)
+        method,
+        x,
+        d.n_clusters,
+        config.seed,
+        d.kmeans_n_init,
+        _visible(config, y),
+        max_points=_init_sample(config),
+        umap_neighbors=d.umap_neighbors,
     )
     m = metrics.all_metrics(y, y_pred) if y is not None else {}
     if parallel.is_primary():
@@ -108,13 +129,15 @@ def run_kmeans(config, workdir):
 
 
 def run_pretrain(config, workdir):
-    """Pretrains the SAE only, and reports k-means on its embedding."""
+    """Pretrains the SAE only (or reads another run's, `sae_from`), and clusters its embedding
+    with dec.init: k-means by default; 'umap' is N2D (UMAP, then a Gaussian mixture)."""
     data, workdir = setup(config, workdir, phases=("sae",))
     wall, history = {}, {}
-    model, params = sae.pretrain(config, data.x, os.path.join(workdir, "sae"), wall, history)
+    model, params = _pretrain(config, data.x, workdir, wall, history)
     z = dec.embed(model, params, data.x)
     t0 = time.time()
-    m = _kmeans_assign(config, z, data.y, workdir, "k-means on SAE embedding")
+    name = f"{config.dec.init} on SAE embedding"
+    m = _kmeans_assign(config, z, data.y, workdir, name, method=config.dec.init)
     wall["kmeans"] = time.time() - t0
     return _write_results(
         workdir,
@@ -124,6 +147,18 @@ def run_pretrain(config, workdir):
         wall_s=wall,
         history=history,
     )
+
+
+def _pretrain(config, x, workdir, wall, history):
+    """sae.pretrain in workdir/sae, or, with `sae_from`, the finished autoencoder of that run
+    (checked to be of the same seed, data and sae settings; read, never trained further)."""
+    if not config.sae_from:
+        return sae.pretrain(config, x, os.path.join(workdir, "sae"), wall, history)
+    source = os.path.join(os.path.abspath(os.path.expanduser(config.sae_from)), "sae")
+    t0 = time.time()
+    model, params = sae.pretrain(config, x, source, {}, {}, finished_only=True)
+    wall["sae/shared"] = time.time() - t0
+    return model, params
 
 
 def _write_results(workdir, config, **fields) -> dict:
@@ -159,6 +194,7 @@ def _init(config, z, y_vis, workdir):
         d.kmeans_n_init,
         y_vis,
         max_points=_init_sample(config),
+        umap_neighbors=d.umap_neighbors,
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     import io
@@ -184,7 +220,7 @@ def run_dec(config, workdir):
     data, workdir = setup(config, workdir, phases=("sae", "dec"))
     x, y = data.x, data.y
     wall, history = {}, {}
-    model, ae_params = sae.pretrain(config, x, os.path.join(workdir, "sae"), wall, history)
+    model, ae_params = _pretrain(config, x, workdir, wall, history)
 
     t0 = time.time()
     z = dec.embed(model, ae_params, x)
