@@ -171,7 +171,8 @@ def run_scan(config, workdir):
     head_losses = scan.head_losses(probabilities(head, state.params, x), nb, s.entropy_weight)
     best = int(np.argmin(head_losses))
     one = scan.ClusterHead(s.n_clusters, s.hidden)
-    params = scan.select_head(jax.device_get(state.params), best, s.n_clusters)
+    # replicated like the trained params, so the whole-set pass compiles once for this head
+    params = parallel.replicate(scan.select_head(jax.device_get(state.params), best, s.n_clusters))
     q = probabilities(one, params, x)[0]
     wall["select_head"] = time.time() - t0
     confident = float(
