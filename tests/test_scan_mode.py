@@ -195,3 +195,15 @@ def test_invalid_config_is_rejected_before_work(tmp_path, field, value):
     with pytest.raises(UserError, match=f"config.{field}"):
         scan_mode.run_scan(config, str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "w")
+
+
+def test_report_reads_a_scan_run(uninterrupted, tmp_path):
+    from configs import report as report_config
+    from galaxy_jax.modes import report
+
+    config = report_config.get_config("smoke")
+    config.sweep, config.runs, config.map = "", (uninterrupted[0],), False
+    text = report.run_report(config, str(tmp_path))
+    assert "| selflabel |" in text and "| scan |" in text
+    for fig in ("confusion", "embedding", "curves"):
+        assert any(f.endswith(f"_{fig}.png") for f in os.listdir(tmp_path / "figures")), fig
