@@ -89,3 +89,27 @@ def test_perturbation_depends_only_on_the_key():
     assert not np.array_equal(a, c)
     dropped = float(jnp.mean(scan.perturb(x, jax.random.key(3), 0.25, 0.0) == 0.0))
     assert 0.15 < dropped < 0.35
+
+
+def test_selflabel_step_compiles_once_and_its_perturbation_follows_the_step():
+    x = jnp.asarray(make_blobs(64, 16, 2, 0).x)
+    head, tx = scan.ClusterHead(2), optax.adam(1e-2)  # one tx: it is part of the state's treedef
+
+    def fresh():
+        return scan.ScanState.create(
+            apply_fn=head.apply,
+            params=head.init(jax.random.key(0), x[:2])["params"],
+            tx=tx,
+            key=jax.random.PRNGKey(5),
+        )
+
+    step = scan.make_selflabel_step(0.0, 0.25, 0.1)  # threshold 0: every row a pseudo-label
+    runs = []
+    for _ in range(2):
+        state, sizes = fresh(), []
+        for _ in range(5):
+            state, m = step(state, x)
+            sizes.append(step._cache_size())
+        runs.append(jax.device_get(state.params))
+    assert sizes[1] == sizes[-1] <= 2 and float(m["confident"]) == 1.0
+    jax.tree.map(np.testing.assert_array_equal, runs[0], runs[1])  # same (key, step): same run
