@@ -479,6 +479,46 @@ def neighbours(config) -> None:
     _one_of(config, "metric", METRICS)
 
 
+def scan(config) -> None:
+    """Mode scan: seed, data, cadence, the scan and selflabel sections (scan_vectors: the data)."""
+    from galaxy_jax.neighbours import METRICS
+
+    host_devices(config)
+    _need(
+        isinstance(config.seed, int) and config.seed >= 0,
+        "seed",
+        f"must be an integer >= 0, got {config.seed!r}",
+    )
+    data_fields(config.data)
+    cadence(config)
+    _need(
+        config.scan.n_clusters >= 2,
+        "scan.n_clusters",
+        f"must be >= 2, got {config.scan.n_clusters}",
+    )
+    _positive(config, "scan.n_heads", "scan.k_neighbours", "scan.batch_size")
+    _positive(config, "selflabel.batch_size", "scan.lr", "selflabel.lr")
+    _positive(config, "scan.lr_decay", "selflabel.lr_decay")
+    _at_least(config, 0, "scan.hidden", "scan.steps", "selflabel.steps", "scan.entropy_weight")
+    _at_least(config, 0, "scan.lr_decay_every", "selflabel.lr_decay_every", "selflabel.noise")
+    _one_of(config, "scan.metric", METRICS)
+    for section in ("scan", "selflabel"):
+        _one_of(config, f"{section}.optimizer", OPTIMIZERS)
+        m = config[section].momentum
+        _need(_number(m) and 0 <= m < 1, f"{section}.momentum", f"must be in [0, 1), got {m}")
+    for field in ("threshold", "dropout"):
+        v = config.selflabel[field]
+        _need(_number(v) and 0 <= v < 1, f"selflabel.{field}", f"must be in [0, 1), got {v}")
+
+
+def scan_vectors(config, x) -> None:
+    """Checks of mode scan that need the loaded data x: [N, D]."""
+    n, k = len(x), config.scan.k_neighbours
+    _need(n > k, "scan.k_neighbours", f"must be < the number of rows ({n}), got {k}")
+    c = config.scan.n_clusters
+    _need(n >= c, "scan.n_clusters", f"{c} clusters need at least {c} rows; the data has {n}")
+
+
 def map_(config) -> None:
     """Mode map: a run, and the page's sizes."""
     host_devices(config)
@@ -505,6 +545,7 @@ VALIDATORS = {
     "ssl": ssl,
     "neighbours": neighbours,
     "map": map_,
+    "scan": scan,
 }
 
 

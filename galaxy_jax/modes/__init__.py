@@ -26,6 +26,7 @@ MODES = {
     "ssl": "galaxy_jax.modes.ssl:run_ssl",  # SimCLR pretraining of Xception, no labels, no ImageNet
     "neighbours": "galaxy_jax.modes.neighbours:run_neighbours",  # k nearest galaxies of a query
     "map": "galaxy_jax.modes.explore:run_map",  # interactive HTML map with thumbnails
+    "scan": "galaxy_jax.modes.scan:run_scan",  # neighbour-consistency clustering + self-labelling
 }
 
 

@@ -43,7 +43,7 @@ from galaxy_jax.summary import by_variant, markdown_table, read_runs, read_sweep
 from galaxy_jax.workdir import prepare_workdir
 
 # The metrics section whose tables and files the figures describe, first one present wins.
-PRIMARY_SECTIONS = ("dec", "kmeans_embedding", "kmeans_input", "test", "val")
+PRIMARY_SECTIONS = ("dec", "selflabel", "scan", "kmeans_embedding", "kmeans_input", "test", "val")
 
 
 # ----------------------------------------------------------------------------- reading runs
@@ -250,21 +250,23 @@ def plot_curves(results, path) -> str:
     if not hist:
         return "no history in results.json (or only in the format of older versions)"
     fig, (ax_loss, ax_other) = plt.subplots(1, 2, figsize=(10, 3.6))
+    positive = True  # SCAN's loss goes negative (its entropy term): then a symlog axis
     for phase, curves in hist.items():
         for metric, points in curves.items():
             if not points:
                 continue
             steps, values = zip(*points, strict=True)
             if metric == "loss":
+                positive = positive and min(values) > 0
                 ax_loss.plot(steps, values, marker="." if len(steps) < 50 else "", label=phase)
             else:
                 ax_other.plot(steps, values, marker=".", label=f"{phase} {metric}")
-    ax_loss.set_yscale("log")
+    ax_loss.set_yscale("log" if positive else "symlog", **({} if positive else {"linthresh": 1e-2}))
     ax_loss.set_xlabel("step")
     ax_loss.set_title("training loss")
     ax_loss.legend(fontsize=7)
     ax_other.set_xlabel("step")
-    ax_other.set_title("changed assignments per DEC target update; accuracy")
+    ax_other.set_title("other metrics (DEC: changed assignments per target update)")
     if ax_other.get_legend_handles_labels()[0]:
         ax_other.legend(fontsize=7)
     plots.save_fig(fig, path)
