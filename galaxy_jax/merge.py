@@ -23,13 +23,15 @@ import numpy as np
 def ward_linkage(centres, sizes) -> np.ndarray:
     """[K-1, 4] linkage matrix in scipy's format: row i merges nodes Z[i,0] < Z[i,1] (leaves are
     0..K-1, the node made by row i is K+i) at height Z[i,2] = sqrt(2 cost), the distance scipy's
-    Ward uses, into a node of Z[i,3] rows (the summed sizes). Ties go to the first pair in
-    (a, b) order. Usable with scipy.cluster.hierarchy.dendrogram."""
+    Ward uses, into a node of Z[i,3] clusters (leaves; the node's rows are the sum of their
+    sizes). Ties go to the first pair in (a, b) order. A valid scipy linkage (dendrogram,
+    fcluster)."""
     mu = [np.asarray(c, np.float64) for c in np.asarray(centres, np.float64)]
     n = [float(s) for s in np.asarray(sizes, np.float64)]
     k = len(mu)
     if len(n) != k:
         raise ValueError(f"{k} centres but {len(n)} sizes")
+    leaves = [1] * k
     alive = list(range(k))
     rows = []
     for _ in range(k - 1):
@@ -43,8 +45,9 @@ def ward_linkage(centres, sizes) -> np.ndarray:
         total = n[a] + n[b]
         mu.append((n[a] * mu[a] + n[b] * mu[b]) / total if total else (mu[a] + mu[b]) / 2)
         n.append(total)
+        leaves.append(leaves[a] + leaves[b])
         alive = [j for j in alive if j not in (a, b)] + [len(mu) - 1]
-        rows.append([a, b, np.sqrt(2.0 * cost), total])
+        rows.append([a, b, np.sqrt(2.0 * cost), leaves[-1]])
     return np.asarray(rows, np.float64).reshape(-1, 4)
 
 

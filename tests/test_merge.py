@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 import pytest
-from scipy.cluster.hierarchy import linkage
+from scipy.cluster.hierarchy import cut_tree, is_valid_linkage, linkage
 
 from configs import mnist_dec, mnist_kmeans
 from galaxy_jax import merge
@@ -18,9 +18,9 @@ from galaxy_jax.modes import dec as dec_mode
 def test_equal_sizes_is_scipy_ward_on_the_centres(seed):
     c = np.random.default_rng(seed).normal(size=(12, 3))
     np.testing.assert_allclose(merge.ward_linkage(c, np.ones(12)), linkage(c, "ward"), rtol=1e-9)
-    # Equal sizes m: the same merges, heights sqrt(m) times larger, counts m times.
+    # Equal sizes m: the same merges (and leaf counts), heights sqrt(m) times larger.
     z = merge.ward_linkage(c, np.full(12, 5))
-    np.testing.assert_array_equal(z[:, :2], linkage(c, "ward")[:, :2])
+    np.testing.assert_array_equal(z[:, [0, 1, 3]], linkage(c, "ward")[:, [0, 1, 3]])
     np.testing.assert_allclose(z[:, 2], np.sqrt(5) * linkage(c, "ward")[:, 2], rtol=1e-9)
 
 
@@ -33,8 +33,12 @@ def test_unequal_sizes_are_ward_on_the_clusters_points(seed):
     points = np.repeat(c, sizes, axis=0)
     full = linkage(points, "ward")[len(points) - len(c) :]
     z = merge.ward_linkage(c, sizes)
+    assert is_valid_linkage(z)
     np.testing.assert_allclose(z[:, 2], full[:, 2], rtol=1e-9)
-    np.testing.assert_array_equal(z[:, 3], full[:, 3])
+    for g in range(1, len(c) + 1):  # the same groups at every cut
+        ours = merge.cut(z, g)[np.repeat(np.arange(len(c)), sizes)]
+        theirs = cut_tree(linkage(points, "ward"), n_clusters=g)[:, 0]
+        np.testing.assert_array_equal(ours[:, None] == ours, theirs[:, None] == theirs)
 
 
 def test_sizes_change_the_merge_by_hand():
@@ -43,9 +47,9 @@ def test_sizes_change_the_merge_by_hand():
     c, sizes = np.array([[0.0], [2.0], [5.0]]), np.array([100, 100, 1])
     assert linkage(c, "ward")[0, :2].tolist() == [0, 1]
     z = merge.ward_linkage(c, sizes)
-    assert z[0].tolist() == pytest.approx([1, 2, np.sqrt(2 * 900 / 101), 101])
+    assert z[0].tolist() == pytest.approx([1, 2, np.sqrt(2 * 900 / 101), 2])
     mu = (200 + 5) / 101
-    assert z[1].tolist() == pytest.approx([0, 3, np.sqrt(2 * 100 * 101 / 201 * mu**2), 201])
+    assert z[1].tolist() == pytest.approx([0, 3, np.sqrt(2 * 100 * 101 / 201 * mu**2), 3])
     merged, record = merge.merge_clusters(c, np.repeat([0, 1, 2], sizes), 2)
     assert record["groups"] == [[0], [1, 2]] and record["group_of_cluster"] == [0, 1, 1]
     assert np.bincount(merged).tolist() == [100, 101] and record["sizes"] == [100, 100, 1]
@@ -54,7 +58,7 @@ def test_sizes_change_the_merge_by_hand():
 def test_empty_cluster_merges_at_no_cost():
     c = np.array([[0.0], [10.0], [3.0]])
     z = merge.ward_linkage(c, [5, 5, 0])
-    assert z[0, 2] == 0.0 and z[0, 3] == 5  # cluster 2 (empty) joins the first one at no cost
+    assert z[0].tolist() == [0, 2, 0.0, 2]  # cluster 2 (empty) joins the first one at no cost
     assert merge.cut(z, 3).tolist() == [0, 1, 2]
 
 
