@@ -69,6 +69,12 @@ def dec_section() -> ml_collections.ConfigDict:
     d.label_fraction = 0.0  # fraction of rows whose label training may see (seeded draw)
     d.supervised_weight = 0.0  # weight of the semi-supervised cross-entropy; 0 = plain DEC
     d.gamma = 0.0  # IDEC: weight of the reconstruction MSE kept during DEC; 0 = DEC
+    # Target P ~ q^2 / f^target_power: 1 = the paper (pushes towards equal clusters), 0 = no
+    # frequency normalisation (cluster sizes follow the data; imbalanced classes), in [0, 1].
+    d.target_power = 1.0
+    # After the final clustering (modes dec, kmeans), merge the K clusters into this many groups
+    # by size-weighted Ward linkage of their centres (galaxy_jax/merge.py); 0 = no merge.
+    d.merge_to = 0
     return d
 
 

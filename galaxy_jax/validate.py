@@ -88,7 +88,8 @@ def config_fields(config) -> None:
 
 
 def dec_variant_fields(d) -> None:
-    """dec.init, dec.init_sample, dec.label_fraction, dec.supervised_weight, dec.gamma."""
+    """dec.init, dec.init_sample, dec.label_fraction, dec.supervised_weight, dec.gamma,
+    dec.target_power, dec.merge_to."""
     init = d.init
     _need(init in INITS, "dec.init", f"must be one of {INITS}, got {init!r}")
     _need(
@@ -109,6 +110,22 @@ def dec_variant_fields(d) -> None:
         isinstance(d.umap_neighbors, int) and d.umap_neighbors >= 2,
         "dec.umap_neighbors",
         f"must be an integer >= 2, got {d.umap_neighbors!r}",
+    )
+    power = d.target_power
+    _need(
+        _number(power) and 0.0 <= power <= 1.0,
+        "dec.target_power",
+        f"must be in [0, 1] (1 = the DEC paper, 0 = no cluster-frequency normalisation), "
+        f"got {power!r}",
+    )
+    merge_to = d.merge_to
+    _need(
+        isinstance(merge_to, int)
+        and not isinstance(merge_to, bool)
+        and (merge_to == 0 or 2 <= merge_to < d.n_clusters),
+        "dec.merge_to",
+        f"must be 0 (no merge) or an integer in [2, dec.n_clusters = {d.n_clusters}), "
+        f"got {merge_to!r}",
     )
     if init == "labels" or d.supervised_weight:
         what = "init='labels'" if init == "labels" else "supervised_weight > 0"

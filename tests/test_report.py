@@ -94,6 +94,7 @@ def test_report_renders_from_fixed_results(fixed_sweep, tmp_path):
             png = tmp_path / "figures" / f"{variant}_{kind}.png"
             assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", png
             assert f"figures/{variant}_{kind}.png" in text
+    assert not list((tmp_path / "figures").glob("*_merge.png"))  # no merge in these runs
 
 
 def test_report_skips_montage_without_images(fixed_sweep, tmp_path):
@@ -108,6 +109,31 @@ def test_report_skips_montage_without_images(fixed_sweep, tmp_path):
         os.rename(os.path.join(fixed_sweep, "gone"), os.path.join(fixed_sweep, "features"))
     assert "**Most / least confident per cluster**: _skipped: no " in text
     assert (tmp_path / "figures" / "dec_curves.png").exists()
+
+
+def test_report_draws_the_merge_of_a_merged_run(fixed_sweep, tmp_path):
+    """A run with dec.merge_to (4 clusters merged into 2): the report has the merge figure."""
+    from galaxy_jax import merge, metrics
+
+    run_dir = str(tmp_path / "merged_run")
+    results = _write_run(run_dir, os.path.join(fixed_sweep, "features"), 0.9, 0)
+    assign = (np.arange(N) % 4).astype(np.int32)
+    centres = np.asarray([[0, 0, 0], [4, 0, 0], [0.5, 0, 0], [4.5, 0, 0]], np.float32)
+    merged, results["merge"] = merge.merge_clusters(centres, assign, 2)
+    assert results["merge"]["groups"] == [[0, 2], [1, 3]]
+    labels = np.arange(N) % 2
+    results["metrics"] = {"dec": metrics.all_metrics(labels, assign)}
+    results["metrics"]["dec_merged"] = metrics.all_metrics(labels, merged)
+    np.save(os.path.join(run_dir, "assignments.npy"), assign)
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f)
+    config = report_config.get_config("smoke")
+    config.sweep, config.runs = "", (run_dir,)
+    text = report.run_report(config, str(tmp_path / "report"))
+    png = tmp_path / "report" / "figures" / "merged_run_merge.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "![Clusters merged (dec.merge_to)](figures/merged_run_merge.png)" in text
+    assert "dec_merged" in text  # the merged metrics are in the summary table
 
 
 def test_export_csv(fixed_sweep, tmp_path):

@@ -134,7 +134,7 @@ def test_hidden_labels_are_never_read(name, features, pretrained, tmp_path, monk
         dec_mode, "load_vectors", lambda data: type(real)(real.x, poisoned.copy(), real.ids)
     )
     workdir = str(tmp_path / "poisoned")
-    shutil.copytree(os.path.join(pretrained, "sae"), os.path.join(workdir, "sae"))
+    config.sae_from = pretrained
     dec_mode.run_dec(config, workdir)
     for f in ("q.npy", "centres.npy", "assignments.npy"):
         a, b = (open(os.path.join(w, f), "rb").read() for w in (clean, workdir))

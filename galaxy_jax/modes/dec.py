@@ -9,6 +9,10 @@ module wires a config to them and to the workdir:
   ids.npy [N]                     written at the end (atomically); results.json's history is
                                   {phase: {metric: [[step, value]]}}: 'sae/<phase>': loss,
                                   'dec': delta_label, acc (labelled data), loss
+  assignments_merged.npy          with dec.merge_to > 0: the clusters merged into merge_to groups
+                                  (size-weighted Ward on the centres, galaxy_jax/merge.py; no
+                                  labels read), results.json's 'merge' the tree and the metrics
+                                  '<section>_merged' (dec_merged, kmeans_input_merged, ...)
 
 Scale (docs/scale.md): the inputs may be a disk reader (galaxy_jax/data/vectors.DiskRows);
 training reads only the rows of each batch, and whole-dataset passes go in chunks of
@@ -40,7 +44,7 @@ import time
 import numpy as np
 from absl import logging
 
-from galaxy_jax import atomic, dec, dec_init, metrics, parallel, sae, validate
+from galaxy_jax import atomic, dec, dec_init, merge, metrics, parallel, sae, validate
 from galaxy_jax.data.vectors import load_vectors
 from galaxy_jax.errors import UserError
 from galaxy_jax.workdir import (
@@ -89,12 +93,14 @@ def setup(config, workdir, phases=()):
 # ----------------------------------------------------------------------------------- k-means
 
 
-def _kmeans_assign(config, x, y, workdir, name, method="kmeans") -> dict:
+def _kmeans_assign(config, x, y, workdir, name, section, method="kmeans") -> tuple[dict, dict]:
     """Clustering `method` (dec_init.INITS: k-means by default; dec.n_clusters, dec.kmeans_n_init
     restarts, seeded) of x [N, D], fitted on at most dec.init_sample rows; writes assignments.npy
-    and returns the metrics against y ({} when unlabelled)."""
+    (and, with dec.merge_to, the merge of the clusters by their centres in x). Returns ({section:
+    metrics against y ({} when unlabelled), section_merged: those of the merge, with labels},
+    {'merge': the merge record} or {})."""
     d = config.dec
-    _, y_pred = dec_init.init_centres(
+    centres, y_pred = dec_init.init_centres(
         method,
         x,
         d.n_clusters,
@@ -104,24 +110,40 @@ def _kmeans_assign(config, x, y, workdir, name, method="kmeans") -> dict:
         max_points=_init_sample(config),
         umap_neighbors=d.umap_neighbors,
     )
-    m = metrics.all_metrics(y, y_pred) if y is not None else {}
+    m = {section: metrics.all_metrics(y, y_pred) if y is not None else {}}
     if parallel.is_primary():
         atomic.save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
-    _log_metrics(name, m)
-    return m
+    _log_metrics(name, m[section])
+    return m, _merge(config, centres, y_pred, y, workdir, section, m)
+
+
+def _merge(config, centres, y_pred, y, workdir, section, results_metrics) -> dict:
+    """dec.merge_to > 0: merges the clusters (galaxy_jax/merge.py, no labels read), writes
+    assignments_merged.npy, adds the metrics `<section>_merged` to results_metrics (with labels)
+    and returns {'merge': the record for results.json}; {} without a merge."""
+    if not config.dec.merge_to:
+        return {}
+    merged, record = merge.merge_clusters(centres, y_pred, config.dec.merge_to)
+    if parallel.is_primary():
+        atomic.save_npy(os.path.join(workdir, "assignments_merged.npy"), merged)
+    if y is not None:
+        results_metrics[f"{section}_merged"] = metrics.all_metrics(y, merged)
+        _log_metrics(f"{section} merged into {record['to']}", results_metrics[f"{section}_merged"])
+    return {"merge": record}
 
 
 def run_kmeans(config, workdir):
     """Baseline: k-means straight on the input vectors (pixels or features)."""
     t0 = time.time()
     data, workdir = setup(config, workdir)
-    m = _kmeans_assign(config, data.x, data.y, workdir, "k-means on inputs")
+    m, merged = _kmeans_assign(config, data.x, data.y, workdir, "k-means on inputs", "kmeans_input")
     return _write_results(
         workdir,
         config,
         mode="kmeans",
-        metrics={"kmeans_input": m},
+        metrics=m,
         wall_s={"kmeans": time.time() - t0},
+        **merged,
     )
 
 
@@ -137,15 +159,18 @@ def run_pretrain(config, workdir):
     z = dec.embed(model, params, data.x)
     t0 = time.time()
     name = f"{config.dec.init} on SAE embedding"
-    m = _kmeans_assign(config, z, data.y, workdir, name, method=config.dec.init)
+    m, merged = _kmeans_assign(
+        config, z, data.y, workdir, name, "kmeans_embedding", method=config.dec.init
+    )
     wall["kmeans"] = time.time() - t0
     return _write_results(
         workdir,
         config,
         mode="pretrain",
-        metrics={"kmeans_embedding": m},
+        metrics=m,
         wall_s=wall,
         history=history,
+        **merged,
     )
 
 
@@ -247,11 +272,11 @@ def run_dec(config, workdir):
     y_pred = q.argmax(1).astype(np.int32)
     # For the report (embedding map) and the export (distances to the centres).
     z = dec.embed(model, state.params["ae"], x)
+    centres = np.asarray(state.params["centres"])
     if parallel.is_primary():
         atomic.save_npy(os.path.join(workdir, "assignments.npy"), y_pred)
         atomic.save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
         atomic.save_npy(os.path.join(workdir, "embedding.npy"), z)
-        centres = np.asarray(state.params["centres"])
         atomic.save_npy(os.path.join(workdir, "centres.npy"), centres)
         atomic.save_npy(os.path.join(workdir, "ids.npy"), np.asarray(data.ids).astype(str))
     if y is not None:
@@ -261,6 +286,8 @@ def run_dec(config, workdir):
             hidden = y_vis < 0
             results_metrics["dec_hidden"] = metrics.all_metrics(y[hidden], y_pred[hidden])
             _log_metrics("DEC, rows with hidden labels", results_metrics["dec_hidden"])
+    # Merged in the embedding, where DEC's centres live.
+    merged = _merge(config, centres, y_pred, y, workdir, "dec", results_metrics)
     wall["total"] = time.time() - t_start
     return _write_results(
         workdir,
@@ -270,6 +297,7 @@ def run_dec(config, workdir):
         wall_s=wall,
         history=history,
         dec_steps=int(state.step),
+        **merged,
     )
 
 

@@ -10,6 +10,7 @@ workdirs, each with a results.json) and writes into its workdir:
                                   neighbours in the clustered features (exact cosine search)
   figures/<variant>_map.html      the interactive map (galaxy_jax/explore.py), linked
   figures/<variant>_curves.png    losses, and the fraction of changed assignments per DEC update
+  figures/<variant>_merge.png     runs with dec.merge_to: the clusters' merge tree (plots.py)
 
 What a run directory may hold, and what each figure needs from it:
   results.json       metrics (contingency tables), history (curves); required
@@ -367,6 +368,9 @@ def run_report(config, workdir: str) -> str:
             ),
             ("Training curves", "curves", lambda p, res=results: plot_curves(res, p)),
         ]
+        if results.get("merge"):
+            merged = lambda p, res=results, n=names: plots.merge_dendrogram(res, p, n)  # noqa: E731
+            figures.insert(1, ("Clusters merged (dec.merge_to)", "merge", merged))
         for title, kind, fn in figures:
             rel = os.path.join("figures", f"{name}_{kind}.png")
             why = fn(os.path.join(fig_dir, os.path.basename(rel)))
