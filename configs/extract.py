@@ -35,7 +35,8 @@ def get_config(arg=None):
     common.weights(c)  # weights, weights_path, cache_dir, download (xception only)
 
     c.batch_size = 32  # global; rounded up to a multiple of the device count
-    c.tta = False  # average the features of the 8 rotations/flips of each galaxy
+    c.tta = False  # pool the features of the 8 rotations/flips of each galaxy (8x the compute)
+    c.tta_pool = "mean"  # mean | max (per feature, over the 8 views)
     c.dtype = "float32"  # float32 | bfloat16 (accelerators; CPU bfloat16 is slow)
     c.shard_size = 2048  # images per resumable shard under workdir/feature_shards/
     # Images per device per network pass within a batch; -1 = auto: on CPU cache-sized steps,

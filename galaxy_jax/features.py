@@ -46,6 +46,7 @@ from galaxy_jax.models.xception import MIN_SIZE, Xception, scaled_channels
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 FEATURE_SOURCES = ("xception", "pixels")
+TTA_POOLS = ("mean", "max")
 XCEPTION_DIM = 2048
 
 
@@ -55,7 +56,8 @@ class FeatureSpec:
 
     model: feature source, 'xception' or 'pixels' (FEATURE_SOURCES).
     image_size, crop_size: the network input S, after a centre crop of crop_size (0: none).
-    tta: average over the 8 rotations and flips of each image.
+    tta: pool over the 8 rotations and flips of each image (exactly invariant to them).
+    tta_pool: how: 'mean' (the average) or 'max' (per feature, the largest over the views).
     dtype: the network's compute dtype (DTYPES).
     grayscale: pixels only: one channel, the mean of R, G and B.
     standardize: pixels only: each image's values to mean 0, standard deviation 1.
@@ -71,6 +73,7 @@ class FeatureSpec:
     image_size: int
     crop_size: int = 0
     tta: bool = False
+    tta_pool: str = "mean"
     dtype: str = "float32"
     model: str = "xception"
     grayscale: bool = False
@@ -85,6 +88,8 @@ class FeatureSpec:
             raise UserError(f"image_size must be at least {MIN_SIZE}, got {self.image_size}")
         if self.image_size < 1:
             raise UserError(f"image_size must be at least 1, got {self.image_size}")
+        if self.tta_pool not in TTA_POOLS:
+            raise UserError(f"tta_pool must be one of {TTA_POOLS}, got {self.tta_pool!r}")
         if self.dtype not in DTYPES:
             raise UserError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         mb = self.micro_batch
@@ -254,6 +259,7 @@ def make_feature_fn(mesh: Mesh, spec: FeatureSpec):
         spec.tta,
         spec.standardize,
     )
+    pool_max = spec.tta_pool == "max"
 
     def fn(variables, images):
         x = preprocess(images, crop_size=crop_size or None, image_size=image_size)
@@ -262,13 +268,14 @@ def make_feature_fn(mesh: Mesh, spec: FeatureSpec):
             f = features_of(variables, x)
         else:
             # A loop, not 8 copies of the network in the graph: compile time stays that of one.
+            combine = jnp.maximum if pool_max else jnp.add
             acc = jax.lax.fori_loop(
                 0,
                 8,
-                lambda k, acc: acc + features_of(variables, _dihedral_batch(x, k)),
-                jnp.zeros((x.shape[0], dim), jnp.float32),
+                lambda k, acc: combine(acc, features_of(variables, _dihedral_batch(x, k))),
+                jnp.full((x.shape[0], dim), -jnp.inf if pool_max else 0.0, jnp.float32),
             )
-            f = acc / 8.0
+            f = acc if pool_max else acc / 8.0
         return standardize_rows(f) if standardize else f
 
     return jax.jit(fn, in_shardings=(replicated, data), out_shardings=data)
@@ -457,6 +464,7 @@ def features_of_files(paths, features_dir: str) -> tuple[np.ndarray, list]:
         image_size=meta["image_size"],
         crop_size=meta["crop_size"],
         tta=meta["tta"],
+        tta_pool=meta.get("tta_pool", "mean"),  # features written before tta_pool: the mean
         dtype=meta["dtype"],
         model=model,
         grayscale=meta.get("grayscale", False),

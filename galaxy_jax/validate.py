@@ -23,6 +23,7 @@ from galaxy_jax.models.xception import MIN_SIZE
 OPTIMIZERS = ("sgd", "adam")
 NORMALIZE = ("unit_power", "scale01")
 FEATURE_SOURCES = ("xception", "pixels")  # extract's `source`
+TTA_POOLS = ("mean", "max")  # extract's `tta_pool` (galaxy_jax.features.TTA_POOLS)
 DTYPES = ("float32", "bfloat16")
 SCHEDULES = ("constant", "cosine")  # supervised optim.schedule
 
@@ -289,6 +290,7 @@ def extract(config) -> None:
         _need(
             isinstance(config[field], bool), field, f"must be True or False, got {config[field]!r}"
         )
+    _one_of(config, "tta_pool", TTA_POOLS)
     if config.source == "xception":
         weights_fields(config)
 

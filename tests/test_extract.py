@@ -122,14 +122,18 @@ def test_resume_reuses_shards_and_rejects_foreign_ones(variables, tmp_path):
     assert [list(r) for r in requested] == [[0, 1], [2, 3], [4, 4]]  # last batch padded
 
 
-def test_tta_is_invariant_to_rotations_and_flips(variables):
+@pytest.mark.parametrize("pool", ["mean", "max"])
+def test_tta_is_invariant_to_rotations_and_flips(variables, pool):
     image = _images(1)[0]
     views = np.stack([image, np.rot90(image), image[:, ::-1], np.rot90(image, 3)[::-1]])
+    spec = features_lib.FeatureSpec(image_size=71, tta=True, tta_pool=pool)
     f, _ = features_lib.extract_features(
         source_lib.from_arrays(np.ascontiguousarray(views)),
-        variables, features_lib.FeatureSpec(image_size=71, tta=True), batch_size=4, progress=False,
+        variables, spec, batch_size=4, progress=False,
     )  # fmt: skip
-    np.testing.assert_allclose(f, np.broadcast_to(f[:1], f.shape), rtol=1e-4, atol=1e-7)
+    # max: the same 8 feature vectors in another order, so the same maximum, bit for bit.
+    tol = dict(rtol=0, atol=0) if pool == "max" else dict(rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(f, np.broadcast_to(f[:1], f.shape), **tol)
     plain, _ = features_lib.extract_features(
         source_lib.from_arrays(views[:1]),
         variables,

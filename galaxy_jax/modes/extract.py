@@ -116,6 +116,8 @@ def run_extract(config, workdir: str) -> np.ndarray:
         "tta": bool(config.tta),
         "dtype": config.dtype,
     }
+    if config.tta and config.tta_pool != "mean":  # only then: hashes of older runs still match
+        identity["tta_pool"] = config.tta_pool
     if model != "xception":  # added only here, so that Xception hashes of older runs still match
         identity.update(feature_source=model, grayscale=grayscale, standardize=standardize)
     if architecture:
@@ -136,6 +138,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
         image_size=d.image_size,
         crop_size=d.crop_size,
         tta=config.tta,
+        tta_pool=config.tta_pool,
         dtype=config.dtype,
         model=model,
         grayscale=grayscale,
@@ -172,6 +175,7 @@ def run_extract(config, workdir: str) -> np.ndarray:
             "feature_source": model,
             "grayscale": grayscale,
             "standardize": standardize,
+            "tta_pool": config.tta_pool,
             "meta_hash": meta_hash,
             "features_sha256": _file_sha256(feat_path),
             "weights": description,
