@@ -32,6 +32,7 @@ Variants (`configs/galaxy_sample.py:ARG`; no ARG = pixels_extract):
   dec_pixels_tta_4     4 clusters, scored by dominant label
   kmeans_xception, dec_xception        on .../xception128 (--config.data.path for another dir)
   ann_pixels           supervised MLP (512, 128) on the pixels, the sample's train/test split
+  cnn_imagenet         Keras' Xception fine-tuned from ImageNet weights, 96 px, 150 steps
   cnn_scratch          a narrow Xception (width 0.25, 2 middle blocks: 0.73M parameters, not
                        Keras' 20.9M) trained from scratch (weights='random') on 72 px RGB, same
                        split: Adam 1e-3 cosine-decayed over 1,000 steps of 32 (~25 epochs),
@@ -147,6 +148,21 @@ def get_config(arg=None):
         c.log_every = 50
         c.eval_every = 100  # 140 val images: a few seconds each
         c.checkpoint_every = 250
+        return c
+    if arg == "cnn_imagenet":
+        # The seed's supervised reference (b): Keras' Xception fine-tuned from ImageNet weights
+        # (configs/convert_weights.py first), binary cross-entropy, Adam. Cut to what a 2-core
+        # CPU affords: 96 px (not 299), 150 steps of 32 (~4 epochs of the 1,260 training images).
+        c = _split(supervised_cnn.get_config())
+        c.data = _sample_data(96)
+        c.weights = "imagenet"
+        c.optim.lr = 1e-4
+        c.optim.schedule = "cosine"
+        c.optim.batch_size = 32
+        c.optim.steps = 150
+        c.log_every = 25
+        c.eval_every = 0
+        c.checkpoint_every = 50
         return c
     if arg == "smoke":
         c = extract.get_config("pixels_smoke")
