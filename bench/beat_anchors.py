@@ -107,7 +107,7 @@ def run_set(name, seeds, methods):
             workdir = f"{OUT}/{name}/{method}/seed{seed}"
             cmd = ["python", "main.py", *(a.format(classes=classes) for a in args)]
             cmd += [f"--config.data.path={fdir}", f"--config.seed={seed}"]
-            if method in SHARED:
+            if method in SHARED and classes == 2:  # dec_2 (its autoencoder) runs on 2 classes
                 cmd.append(f"--config.sae_from={OUT}/{name}/dec_2/seed{seed}")
             cmd.append(f"--workdir={workdir}")
             run_once(cmd, os.path.join(workdir, "results.json"))
