@@ -217,3 +217,23 @@ def test_n2d_umap_init_separates_blobs(mode, tmp_path):
     assert m["kmeans_embedding"]["acc"] >= 0.95, m
     if mode == "dec":
         assert m["dec"]["acc"] >= 0.95, m
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [{"dec.target_power": 0.0}, {"dec.target_power": 0.5}, {"data.normalize": "sqrt_l2"}],
+    ids=["target_power_0", "target_power_0.5", "sqrt_l2"],
+)
+def test_issue17_dec_variants_separate_blobs(overrides, tmp_path):
+    """Each new DEC variant on well-separated blobs (the sqrt_l2 one through a features dir)."""
+    from configs import mnist_dec
+    from galaxy_jax.data import vectors
+
+    c = mnist_dec.get_config("smoke")
+    if "data.normalize" in overrides:
+        b = vectors.make_blobs(600, 32, 4, 0, 0.5)
+        vectors.save_features(str(tmp_path / "feat"), b.x, b.ids, b.y)
+        c.data = {"name": "features", "path": str(tmp_path / "feat"), "normalize": "unit_power"}
+    config_files.apply_overrides(c, overrides)
+    m = dec_mode.run_dec(c, str(tmp_path / "run"))["metrics"]
+    assert m["dec"]["acc"] >= 0.95, m["dec"]
