@@ -153,6 +153,7 @@ def run_kmeans(config, workdir):
 def run_pretrain(config, workdir):
     """Pretrains the SAE only (or reads another run's, `sae_from`), and clusters its embedding
     with dec.init: k-means by default; 'umap' is N2D (UMAP, then a Gaussian mixture)."""
+    t_start = time.time()
     data, workdir = setup(config, workdir, phases=("sae",))
     wall, history = {}, {}
     model, params = _pretrain(config, data.x, workdir, wall, history)
@@ -163,6 +164,7 @@ def run_pretrain(config, workdir):
         config, z, data.y, workdir, name, "kmeans_embedding", method=config.dec.init
     )
     wall["kmeans"] = time.time() - t0
+    wall["total"] = time.time() - t_start
     return _write_results(
         workdir,
         config,

@@ -1,0 +1,100 @@
+"""Issue 17 on MNIST (all 70,000 digits, 10 clusters): N2D and DEC from N2D, on one autoencoder.
+
+Per seed, one autoencoder (configs/mnist_dec.py's Adam recipe, mode pretrain: k-means on its
+embedding) that the other runs of the seed read through `sae_from`, never retraining it:
+  sae       workdirs/mnist_sae/seed<N>       k-means on the SAE embedding (the DEC paper's init)
+  n2d       workdirs/mnist_n2d/seed<N>       N2D: UMAP of the embedding to 10-d, then a Gaussian
+                                             mixture (mode pretrain, dec.init=umap)
+  dec_umap  workdirs/mnist_dec_umap/seed<N>  DEC started from the N2D clusters (dec.init=umap)
+A finished run is skipped, an interrupted one resumes. Writes bench/results/mnist_variants.json
+(accuracy, NMI, ARI per seed, wall time per run: the autoencoder's once, in `sae`) and prints
+a markdown table. The plain DEC row is bench/mnist_table.py's (its own autoencoders).
+  python bench/mnist_variants.py --seeds=0,1,2,3,4
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shlex
+import sys
+
+from _common import ROOT, run_once, seed_stats  # bench/
+
+from galaxy_jax.atomic import write_json
+
+BASE = ("python", "main.py", "--config=configs/mnist_dec.py")
+# name: (workdir root, extra args, metrics key, reads the seed's autoencoder)
+RUNS = {
+    "sae": ("workdirs/mnist_sae", ("--config.mode=pretrain",), "kmeans_embedding", False),
+    "n2d": (
+        "workdirs/mnist_n2d",
+        ("--config.mode=pretrain", "--config.dec.init=umap"),
+        "kmeans_embedding",
+        True,
+    ),
+    "dec_umap": ("workdirs/mnist_dec_umap", ("--config.dec.init=umap",), "dec", True),
+}
+LABELS = {
+    "sae": "k-means on the SAE embedding",
+    "n2d": "N2D (UMAP + GMM on the SAE embedding)",
+    "dec_umap": "DEC from the N2D clusters",
+}
+
+
+def main():
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--out", default="bench/results/mnist_variants.json")
+    a = p.parse_args()
+    seeds = [int(s) for s in a.seeds.split(",")]
+    rows, commands = {}, {}
+    for name, (root, extra, key, shared) in RUNS.items():
+        per = {"acc": [], "nmi": [], "ari": []}
+        walls = []
+        for seed in seeds:
+            workdir = f"{root}/seed{seed}"
+            cmd = [*BASE, *extra, f"--config.seed={seed}"]
+            if shared:
+                cmd.append(f"--config.sae_from={RUNS['sae'][0]}/seed{seed}")
+            cmd.append(f"--workdir={workdir}")
+            run_once(cmd, os.path.join(workdir, "results.json"))
+            commands.setdefault(name, []).append(shlex.join(cmd))
+            with open(os.path.join(ROOT, workdir, "results.json")) as f:
+                r = json.load(f)
+            for m in per:
+                per[m].append(r["metrics"][key][m])
+            w = r["wall_s"]  # older pretrain runs record their phases only (compile inside)
+            total = sum(v for k, v in w.items() if not k.endswith("/compile"))
+            walls.append(w.get("total", total))
+        rows[name] = {
+            "method": LABELS[name],
+            **{m: seed_stats(v) for m, v in per.items()},
+            "wall_s": seed_stats(walls),
+        }
+        print(
+            f"{LABELS[name]:40s} acc {rows[name]['acc']['mean']:.4f} ± "
+            f"{rows[name]['acc']['std']:.4f}  per seed {per['acc']}",
+            flush=True,
+        )
+    write_json(
+        os.path.join(ROOT, a.out),
+        {
+            "date": datetime.date.today().isoformat(),
+            "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
+            "command": shlex.join(["python", "bench/mnist_variants.py", *sys.argv[1:]]),
+            "seeds": seeds,
+            "rows": rows,
+            "commands": commands,
+        },
+    )
+    print("wrote", a.out)
+
+
+if __name__ == "__main__":
+    main()
