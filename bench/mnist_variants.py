@@ -10,6 +10,7 @@ A finished run is skipped, an interrupted one resumes. Writes bench/results/mnis
 (accuracy, NMI, ARI per seed, wall time per run: the autoencoder's once, in `sae`) and prints
 a markdown table. The plain DEC row is bench/mnist_table.py's (its own autoencoders).
   python bench/mnist_variants.py --seeds=0,1,2,3,4
+  python bench/mnist_variants.py --seeds=0 --runs=dec_umap     # one row, other rows kept
 """
 
 from __future__ import annotations
@@ -50,11 +51,19 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--seeds", default="0,1,2,3,4")
+    p.add_argument("--runs", default=",".join(RUNS), help=f"comma list of {list(RUNS)}")
     p.add_argument("--out", default="bench/results/mnist_variants.json")
     a = p.parse_args()
     seeds = [int(s) for s in a.seeds.split(",")]
-    rows, commands = {}, {}
-    for name, (root, extra, key, shared) in RUNS.items():
+    path = os.path.join(ROOT, a.out)
+    old = {}
+    if os.path.isfile(path):  # rows of other runs (and their seeds) are kept
+        with open(path) as f:
+            old = json.load(f)
+    rows, commands = old.get("rows", {}), old.get("commands", {})
+    for name in [r for r in a.runs.split(",") if r]:
+        root, extra, key, shared = RUNS[name]
+        commands[name] = []
         per = {"acc": [], "nmi": [], "ari": []}
         walls = []
         for seed in seeds:
@@ -64,7 +73,7 @@ def main():
                 cmd.append(f"--config.sae_from={RUNS['sae'][0]}/seed{seed}")
             cmd.append(f"--workdir={workdir}")
             run_once(cmd, os.path.join(workdir, "results.json"))
-            commands.setdefault(name, []).append(shlex.join(cmd))
+            commands[name].append(shlex.join(cmd))
             with open(os.path.join(ROOT, workdir, "results.json")) as f:
                 r = json.load(f)
             for m in per:
@@ -74,6 +83,7 @@ def main():
             walls.append(w.get("total", total))
         rows[name] = {
             "method": LABELS[name],
+            "seeds": seeds,
             **{m: seed_stats(v) for m, v in per.items()},
             "wall_s": seed_stats(walls),
         }
@@ -83,12 +93,11 @@ def main():
             flush=True,
         )
     write_json(
-        os.path.join(ROOT, a.out),
+        path,
         {
             "date": datetime.date.today().isoformat(),
             "machine": f"{platform.machine()}, {os.cpu_count()} cores, no GPU",
             "command": shlex.join(["python", "bench/mnist_variants.py", *sys.argv[1:]]),
-            "seeds": seeds,
             "rows": rows,
             "commands": commands,
         },
