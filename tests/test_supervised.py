@@ -129,6 +129,7 @@ def test_cnn_smoke(tmp_path):
     r = _read_run(supervised_mode.run_cnn, config, str(tmp_path))
     assert r["split_sizes"] == {"train": 12, "val": 2, "test": 2}
     assert [s for s, _ in r["history"]["supervised_cnn"]["loss"]] == [1, 2]
+    assert r["weights"].startswith("random")  # results.json says which weights the CNN started from
     for split in ("val", "test"):
         m = r["metrics"][split]
         assert m["n"] == 2 and np.asarray(m["confusion"]).sum() == 2

@@ -64,10 +64,11 @@ from galaxy_jax.workdir import check_run_config, prepare_workdir, write_results
 RUN_FIELDS = ("seed", "data", "split", "model", "optim", "weights", "augment")
 
 
-def _train(config, workdir, state, step_fn, batch_fn, ckpt, predict, ids, y, splits, t0):
+def _train(config, workdir, state, step_fn, batch_fn, ckpt, predict, ids, y, splits, t0, **extra):
     """Trains state.step -> config.optim.steps with the step runner (history: 'loss', and
     'val_accuracy' every config.eval_every steps), then evaluates val and test with
-    predict(state, idx) -> probabilities, and writes predictions.npz and results.json."""
+    predict(state, idx) -> probabilities, and writes predictions.npz and results.json (with
+    `extra` fields, e.g. the CNN's weights)."""
 
     def eval_fn(state):
         prob = predict(state, splits["val"])
@@ -109,6 +110,7 @@ def _train(config, workdir, state, step_fn, batch_fn, ckpt, predict, ids, y, spl
         history={config.mode: runner.history},
         split_sizes={s: int(len(v)) for s, v in splits.items()},
         wall_s=wall,
+        **extra,
     )
 
 
@@ -227,5 +229,16 @@ def run_cnn(config, workdir: str) -> dict:
 
     with contextlib.closing(batches):
         return _train(
-            config, workdir, state, step_fn, batch_fn, ckpt, predict, source.ids, y, splits, t0
+            config,
+            workdir,
+            state,
+            step_fn,
+            batch_fn,
+            ckpt,
+            predict,
+            source.ids,
+            y,
+            splits,
+            t0,
+            weights=description,  # which backbone weights the CNN started from
         )
