@@ -9,6 +9,7 @@ ignored by every metric here.
 from __future__ import annotations
 
 import numpy as np
+from absl import logging
 from scipy.optimize import linear_sum_assignment
 from sklearn import metrics as skm
 
@@ -62,3 +63,20 @@ def all_metrics(y_true, y_pred) -> dict:
         "n": int(len(yt)),
         "contingency": contingency(yt, yp).tolist(),
     }
+
+
+def log_metrics(name: str, m: dict) -> None:
+    """Logs and prints acc, acc_dominant, NMI and ARI of `m` (all_metrics); nothing when empty."""
+    if m:
+        logging.info(
+            "%s: acc %.4f  acc_dominant %.4f  nmi %.4f  ari %.4f",
+            name,
+            m["acc"],
+            m["acc_dominant"],
+            m["nmi"],
+            m["ari"],
+        )
+        print(
+            f"{name}: acc={m['acc']:.4f} acc_dominant={m['acc_dominant']:.4f} "
+            f"nmi={m['nmi']:.4f} ari={m['ari']:.4f}"
+        )

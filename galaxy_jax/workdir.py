@@ -101,6 +101,16 @@ def versions() -> dict:
     return out
 
 
+def write_results_primary(workdir: str, config, **fields) -> dict:
+    """`write_results` from the primary process only (every process computes the same results);
+    the other processes get the fields back."""
+    from galaxy_jax import parallel
+
+    if parallel.is_primary():
+        return write_results(workdir, config, **fields)
+    return fields
+
+
 def write_results(workdir: str, config, **fields) -> dict:
     """Writes workdir/results.json atomically: the fields plus the config, seed and versions."""
     import jax

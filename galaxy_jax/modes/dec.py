@@ -52,7 +52,7 @@ from galaxy_jax.workdir import (
     check_run_config,
     check_workdir_writable,
     prepare_workdir,
-    write_results,
+    write_results_primary,
 )
 
 # What each phase directory's checkpoints depend on (checked by check_run_config on resume).
@@ -113,7 +113,7 @@ def _kmeans_assign(config, x, y, workdir, name, section, method="kmeans") -> tup
     m = {section: metrics.all_metrics(y, y_pred) if y is not None else {}}
     if parallel.is_primary():
         atomic.save_npy(os.path.join(workdir, "assignments.npy"), y_pred.astype(np.int32))
-    _log_metrics(name, m[section])
+    metrics.log_metrics(name, m[section])
     return m, _merge(config, centres, y_pred, y, workdir, section, m)
 
 
@@ -128,7 +128,9 @@ def _merge(config, centres, y_pred, y, workdir, section, results_metrics) -> dic
         atomic.save_npy(os.path.join(workdir, "assignments_merged.npy"), merged)
     if y is not None:
         results_metrics[f"{section}_merged"] = metrics.all_metrics(y, merged)
-        _log_metrics(f"{section} merged into {record['to']}", results_metrics[f"{section}_merged"])
+        metrics.log_metrics(
+            f"{section} merged into {record['to']}", results_metrics[f"{section}_merged"]
+        )
     return {"merge": record}
 
 
@@ -137,7 +139,7 @@ def run_kmeans(config, workdir):
     t0 = time.time()
     data, workdir = setup(config, workdir)
     m, merged = _kmeans_assign(config, data.x, data.y, workdir, "k-means on inputs", "kmeans_input")
-    return _write_results(
+    return write_results_primary(
         workdir,
         config,
         mode="kmeans",
@@ -165,7 +167,7 @@ def run_pretrain(config, workdir):
     )
     wall["kmeans"] = time.time() - t0
     wall["total"] = time.time() - t_start
-    return _write_results(
+    return write_results_primary(
         workdir,
         config,
         mode="pretrain",
@@ -186,13 +188,6 @@ def _pretrain(config, x, workdir, wall, history):
     model, params = sae.pretrain(config, x, source, {}, {}, finished_only=True)
     wall["sae/shared"] = time.time() - t0
     return model, params
-
-
-def _write_results(workdir, config, **fields) -> dict:
-    """results.json from the primary process only (every process computes the same results)."""
-    if parallel.is_primary():
-        return write_results(workdir, config, **fields)
-    return fields
 
 
 def _init_sample(config) -> int:
@@ -259,7 +254,7 @@ def run_dec(config, workdir):
     if y is not None:
         # Named kmeans_embedding whatever dec.init is, so reports compare across variants.
         results_metrics["kmeans_embedding"] = metrics.all_metrics(y, y_init)
-        _log_metrics(
+        metrics.log_metrics(
             f"{config.dec.init} init on SAE embedding",
             results_metrics["kmeans_embedding"],
         )
@@ -283,15 +278,15 @@ def run_dec(config, workdir):
         atomic.save_npy(os.path.join(workdir, "ids.npy"), np.asarray(data.ids).astype(str))
     if y is not None:
         results_metrics["dec"] = metrics.all_metrics(y, y_pred)
-        _log_metrics("DEC", results_metrics["dec"])
+        metrics.log_metrics("DEC", results_metrics["dec"])
         if y_vis is not None:  # the honest score of a run that saw labels: unseen rows only
             hidden = y_vis < 0
             results_metrics["dec_hidden"] = metrics.all_metrics(y[hidden], y_pred[hidden])
-            _log_metrics("DEC, rows with hidden labels", results_metrics["dec_hidden"])
+            metrics.log_metrics("DEC, rows with hidden labels", results_metrics["dec_hidden"])
     # Merged in the embedding, where DEC's centres live.
     merged = _merge(config, centres, y_pred, y, workdir, "dec", results_metrics)
     wall["total"] = time.time() - t_start
-    return _write_results(
+    return write_results_primary(
         workdir,
         config,
         mode="dec",
@@ -301,19 +296,3 @@ def run_dec(config, workdir):
         dec_steps=int(state.step),
         **merged,
     )
-
-
-def _log_metrics(name, m):
-    if m:
-        logging.info(
-            "%s: acc %.4f  acc_dominant %.4f  nmi %.4f  ari %.4f",
-            name,
-            m["acc"],
-            m["acc_dominant"],
-            m["nmi"],
-            m["ari"],
-        )
-        print(
-            f"{name}: acc={m['acc']:.4f} acc_dominant={m['acc_dominant']:.4f} "
-            f"nmi={m['nmi']:.4f} ari={m['ari']:.4f}"
-        )

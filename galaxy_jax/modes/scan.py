@@ -33,10 +33,14 @@ from absl import logging
 from galaxy_jax import atomic, metrics, neighbours, parallel, scan, validate
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.vectors import load_vectors
-from galaxy_jax.modes.dec import _log_metrics, _write_results
 from galaxy_jax.optim import make_optimizer
 from galaxy_jax.train_loop import BatchSampler, StepRunner
-from galaxy_jax.workdir import check_run_config, check_workdir_writable, prepare_workdir
+from galaxy_jax.workdir import (
+    check_run_config,
+    check_workdir_writable,
+    prepare_workdir,
+    write_results_primary,
+)
 
 # What each phase directory's checkpoints depend on (checked by check_run_config on resume).
 PHASE_FIELDS = {
@@ -142,7 +146,7 @@ def run_phase(name, config, workdir, state, step_fn, batch_fn, total, wall, hist
 def _score(out, name, y, y_pred, what):
     if y is not None:
         out[name] = metrics.all_metrics(y, y_pred)
-        _log_metrics(what, out[name])
+        metrics.log_metrics(what, out[name])
 
 
 def run_scan(config, workdir):
@@ -202,7 +206,7 @@ def run_scan(config, workdir):
         atomic.save_npy(os.path.join(workdir, "q.npy"), q.astype(np.float32))
         atomic.save_npy(os.path.join(workdir, "ids.npy"), np.asarray(data.ids).astype(str))
     wall["total"] = time.time() - t_start
-    return _write_results(
+    return write_results_primary(
         workdir,
         config,
         mode="scan",
