@@ -141,3 +141,27 @@ def balanced_acc_hungarian(contingency) -> float:
     hit = np.zeros(table.shape[1])
     hit[cols] = table[rows, cols]
     return float(np.mean(hit / np.maximum(table.sum(0), 1)))
+
+
+def subset_features(src: str, dst: str, classes) -> str:
+    """The features dir `src` restricted to the classes named in `classes` (relabelled 0, 1,
+    ... in that order), written to `dst` once (kept if dst/features.npy exists); returns dst."""
+    if os.path.isfile(os.path.join(dst, "features.npy")):
+        return dst
+    with open(os.path.join(src, "features_meta.json")) as f:
+        meta = json.load(f)
+    names = list(meta["class_names"])
+    labels = np.load(os.path.join(src, "labels.npy"))
+    keep_classes = [names.index(c) for c in classes]
+    keep = np.isin(labels, keep_classes)
+    os.makedirs(dst, exist_ok=True)
+    new_label = {c: i for i, c in enumerate(keep_classes)}
+    np.save(os.path.join(dst, "ids.npy"), np.load(os.path.join(src, "ids.npy"))[keep])
+    np.save(
+        os.path.join(dst, "labels.npy"), np.asarray([new_label[v] for v in labels[keep]], np.int32)
+    )
+    meta = {**meta, "class_names": list(classes), "subset_of": src, "num_images": int(keep.sum())}
+    with open(os.path.join(dst, "features_meta.json"), "w") as f:
+        json.dump(meta, f, indent=2)
+    np.save(os.path.join(dst, "features.npy"), np.load(os.path.join(src, "features.npy"))[keep])
+    return dst

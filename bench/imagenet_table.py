@@ -36,7 +36,14 @@ import shlex
 import sys
 
 import numpy as np
-from _common import ROOT, balanced_acc_hungarian, run_once, seed_stats, wall_seconds  # bench/
+from _common import (
+    ROOT,
+    balanced_acc_hungarian,
+    run_once,
+    seed_stats,
+    subset_features,
+    wall_seconds,
+)  # bench/
 
 from galaxy_jax.atomic import write_json
 
@@ -112,36 +119,10 @@ def extract(name):
 def subset(name, task):
     """The features of `name` restricted to the task's classes, as a features dir."""
     dataset, classes = TASKS[task]
-    src = os.path.join(ROOT, W, "features", name)
     if classes is None:
         return f"{W}/features/{name}"
     dst = f"{W}/features/{name}_{task}"
-    full = os.path.join(ROOT, dst)
-    if not os.path.isfile(os.path.join(full, "features.npy")):
-        with open(os.path.join(src, "features_meta.json")) as f:
-            meta = json.load(f)
-        names = list(meta["class_names"])
-        labels = np.load(os.path.join(src, "labels.npy"))
-        keep_classes = [names.index(c) for c in classes]
-        keep = np.isin(labels, keep_classes)
-        os.makedirs(full, exist_ok=True)
-        new_label = {c: i for i, c in enumerate(keep_classes)}
-        np.save(os.path.join(full, "ids.npy"), np.load(os.path.join(src, "ids.npy"))[keep])
-        np.save(
-            os.path.join(full, "labels.npy"),
-            np.asarray([new_label[v] for v in labels[keep]], np.int32),
-        )
-        meta = {
-            **meta,
-            "class_names": list(classes),
-            "subset_of": src,
-            "num_images": int(keep.sum()),
-        }
-        with open(os.path.join(full, "features_meta.json"), "w") as f:
-            json.dump(meta, f, indent=2)
-        np.save(
-            os.path.join(full, "features.npy"), np.load(os.path.join(src, "features.npy"))[keep]
-        )
+    subset_features(os.path.join(ROOT, W, "features", name), os.path.join(ROOT, dst), classes)
     return dst
 
 

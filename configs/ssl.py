@@ -13,6 +13,8 @@ Then features from the encoder it wrote (its architecture is read from encoder.j
 Writes encoder.npz (the backbone's params and batch statistics, flat as galaxy_jax.weights
 writes them), encoder.json (architecture, input size), results.json (loss history, wall time)
 and ckpt/ (resumable; SIGTERM saves and exits 75). See galaxy_jax/modes/ssl.py.
+From ImageNet's weights instead of random ones (the whole network: an accelerator's job):
+  python main.py --config=configs/ssl.py --workdir=workdirs/ssl_imagenet --config.weights=imagenet
 Variant `configs/ssl.py:smoke`: 16 small synthetic galaxies, a tiny network, 12 steps (tests).
 """
 
@@ -37,6 +39,10 @@ def get_config(arg=None):
     c.model.proj_hidden = 512  # projection MLP: feature -> proj_hidden -> proj_dim
     c.model.proj_dim = 128
     c.dtype = "float32"  # float32 | bfloat16 (accelerators)
+    # Where the backbone starts: 'random' (seeded; no ImageNet, the default) or 'imagenet' / a
+    # weights file (domain adaptation; model.width 1.0 and middle_blocks 8 only). On a CPU,
+    # configs/adapt.py adapts the exit flow alone on cached activations instead.
+    common.weights(c, source="random")
 
     c.temperature = 0.2  # NT-Xent temperature
 

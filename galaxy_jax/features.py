@@ -136,9 +136,18 @@ def _dihedral_batch(x, k):
 
 
 def pooled_features(
-    model: Xception, variables, x, *, micro_batch: int | tuple[int, int] = 0, num_shards: int = 1
+    model: Xception,
+    variables,
+    x,
+    *,
+    micro_batch: int | tuple[int, int] = 0,
+    num_shards: int = 1,
+    output: str = "pooled",
 ):
     """[B, S, S, 3] images in [-1, 1] -> [B, 2048] float32 average-pooled features.
+
+    output 'middle': the middle flow's output [B, h, w, 728] instead (the exit flow's input;
+    the stage 'middle' in place of 'rest', galaxy_jax/adapt.py).
 
     micro_batch: images per shard per network pass, each pass a step of a `lax.map` loop, so
     that on CPU the activations of one step stay in cache (`cpu_micro_batches`); an int for the
@@ -150,14 +159,17 @@ def pooled_features(
     entry, rest = (micro_batch, micro_batch) if isinstance(micro_batch, int) else micro_batch
     per = x.shape[0] // num_shards
     entry, rest = _divisor_at_most(entry, per), _divisor_at_most(rest, per)
-    pooled = lambda y, stage: model.apply(variables, y, stage=stage)[1]["pooled"]  # noqa: E731
-    if entry == rest:
+    pooled = lambda y, stage: model.apply(variables, y, stage=stage)[1][output]  # noqa: E731
+    if output not in ("pooled", "middle"):
+        raise ValueError(f"output must be 'pooled' or 'middle', got {output!r}")
+    last = {"pooled": "rest", "middle": "middle"}[output]
+    if entry == rest and output == "pooled":
         out = _map_steps(lambda y: pooled(y, "all"), x, entry, num_shards)
     else:
         h = _map_steps(
             lambda y: model.apply(variables, y, stage="entry")[1]["block3"], x, entry, num_shards
         )
-        out = _map_steps(lambda y: pooled(y, "rest"), h, rest, num_shards)
+        out = _map_steps(lambda y: pooled(y, last), h, rest, num_shards)
     return out.astype(jnp.float32)
 
 
@@ -296,6 +308,9 @@ def extract_features(
     shard_size: int = 4096,
     meta_hash: str = "",
     progress: bool = True,
+    feature_fn=None,
+    dim: int = 0,
+    store_dtype=np.float32,
 ):
     """[N, D] float32 features of every image of `source` (D: `spec.dim`).
 
@@ -312,19 +327,27 @@ def extract_features(
         and Preempted is raised.
       meta_hash: identifies everything the features depend on; a shard_dir written under another
         hash is deleted and rebuilt, never reused.
+      feature_fn, dim, store_dtype: another per-image output in place of `make_feature_fn(mesh,
+        spec)`: a jitted fn(variables, images) -> [B, dim], kept as store_dtype (in memory and in
+        the shards; galaxy_jax/adapt.py caches float16 middle-flow activations this way).
     Returns:
-      (features [N, D] float32, the jitted function, for inspection by tests).
+      (features [N, D] store_dtype, the jitted function, for inspection by tests).
     """
     mesh = mesh or parallel.mesh()
     n_dev = mesh.devices.size
     batch_size = -(-int(batch_size) // n_dev) * n_dev
-    fn = make_feature_fn(mesh, spec)
-    dim = spec.dim
+    fn = feature_fn or make_feature_fn(mesh, spec)
+    dim = int(dim) or spec.dim
+    store_dtype = np.dtype(store_dtype)
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
 
     n = len(source)
     ranges = shards.ranges(n, shard_size)
-    done, partial = _open_shard_dir(shard_dir, meta_hash, ranges, dim) if shard_dir else (set(), {})
+    done, partial = (
+        _open_shard_dir(shard_dir, meta_hash, ranges, dim, store_dtype)
+        if shard_dir
+        else (set(), {})
+    )
     todo = [(i, s, e) for i, (s, e) in enumerate(ranges) if i not in done]
     if done or partial:
         logging.info(
@@ -353,13 +376,13 @@ def extract_features(
     with contextlib.closing(loader):
         for k, ((i, b, e), (images,)) in enumerate(zip(batches, loader, strict=True)):
             feats = fn(variables, images)
-            results[i].append(np.asarray(feats)[: e - b])
+            results[i].append(np.asarray(feats)[: e - b].astype(store_dtype, copy=False))
             bar.update(e - b)
             if e == ranges[i][1]:  # shard complete
                 shard = np.concatenate(results.pop(i))
                 if shard_dir:
                     path = shards.shard_path(shard_dir, i, len(ranges))
-                    shards.save_npy(path, shard.astype(np.float32, copy=False))
+                    shards.save_npy(path, shard)
                     shards.remove(shards.partial_path(path))
                 else:
                     results[i] = [shard]
@@ -367,7 +390,7 @@ def extract_features(
                 if e < ranges[i][1]:
                     shards.save_npy(
                         shards.partial_path(shards.shard_path(shard_dir, i, len(ranges))),
-                        np.concatenate(results[i]).astype(np.float32, copy=False),
+                        np.concatenate(results[i]),
                     )
                 bar.close()
                 raise preemption.Preempted(
@@ -380,17 +403,17 @@ def extract_features(
         parts = [np.load(shards.shard_path(shard_dir, i, len(ranges))) for i in range(len(ranges))]
     else:
         parts = [results[i][0] for i in range(len(ranges))]
-    features = np.concatenate(parts) if parts else np.zeros((0, dim), np.float32)
-    return features.astype(np.float32), fn
+    features = np.concatenate(parts) if parts else np.zeros((0, dim), store_dtype)
+    return features, fn
 
 
-def _load_feature_shard(path: str, rows, dim: int) -> np.ndarray | None:
-    """The [r, dim] float32 array in `path` if it matches its digest and r is in `rows`; else
+def _load_feature_shard(path: str, rows, dim: int, dtype=np.float32) -> np.ndarray | None:
+    """The [r, dim] `dtype` array in `path` if it matches its digest and r is in `rows`; else
     None, with a warning naming the file (it is then rebuilt)."""
     array = shards.load_npy(path, "feature shard")
     if array is None:
         return None
-    if array.dtype != np.float32 or array.ndim != 2 or array.shape[1] != dim:
+    if array.dtype != dtype or array.ndim != 2 or array.shape[1] != dim:
         logging.warning("Ignoring misshaped feature shard %s %s; rebuilding it.", path, array.shape)
         return None
     if array.shape[0] not in rows:
@@ -399,7 +422,7 @@ def _load_feature_shard(path: str, rows, dim: int) -> np.ndarray | None:
     return array
 
 
-def _open_shard_dir(shard_dir: str, meta_hash: str, ranges, dim: int):
+def _open_shard_dir(shard_dir: str, meta_hash: str, ranges, dim: int, dtype=np.float32):
     """Shards already in `shard_dir`: (indices of the complete ones, {index: partial array}).
 
     Clears the directory if it was written under another hash (shards.open_dir).
@@ -409,14 +432,14 @@ def _open_shard_dir(shard_dir: str, meta_hash: str, ranges, dim: int):
     for i, (s, e) in enumerate(ranges):
         path = shards.shard_path(shard_dir, i, len(ranges))
         if os.path.exists(path):
-            if _load_feature_shard(path, (e - s,), dim) is not None:
+            if _load_feature_shard(path, (e - s,), dim, dtype) is not None:
                 done.add(i)
                 shards.remove(shards.partial_path(path))
                 continue
             shards.remove(path)
         part = shards.partial_path(path)
         if os.path.exists(part):
-            array = _load_feature_shard(part, range(1, e - s), dim)
+            array = _load_feature_shard(part, range(1, e - s), dim, dtype)
             if array is None:
                 shards.remove(part)
             else:

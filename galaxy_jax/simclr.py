@@ -132,16 +132,8 @@ def init_variables(model: SSLModel, seed: int) -> dict:
     Checked against the model's own variable shapes."""
     arch = dict(width=model.width, middle_blocks=model.middle_blocks)
     backbone = xception.init_variables(xception.Xception(**arch), seed)
-    rng = np.random.default_rng([seed, 7])
-    dims = (xception.scaled_channels(xception.FEATURE_DIM, model.width), model.proj_hidden)
-    dims = (*dims, model.proj_dim)
-    head = {}
-    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
-        limit = np.sqrt(6.0 / (fan_in + fan_out))
-        head[f"dense_{i}"] = {
-            "kernel": rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32),
-            "bias": np.zeros((fan_out,), np.float32),
-        }
+    feature_dim = xception.scaled_channels(xception.FEATURE_DIM, model.width)
+    head = init_head(feature_dim, model.proj_hidden, model.proj_dim, seed)
     variables = {
         "params": {"backbone": backbone["params"], "projector": head},
         "batch_stats": {"backbone": backbone["batch_stats"]},
@@ -150,6 +142,20 @@ def init_variables(model: SSLModel, seed: int) -> dict:
     template = weights.flatten(jax.eval_shape(model.init, jax.random.key(0), x))
     weights.check_flat(weights.flatten(variables), template, what="of the SSL model")
     return variables
+
+
+def init_head(feature_dim: int, hidden: int, out: int, seed: int) -> dict:
+    """ProjectionHead params as NumPy float32: Glorot uniform kernels, zero biases."""
+    rng = np.random.default_rng([seed, 7])
+    dims = (feature_dim, hidden, out)
+    head = {}
+    for i, (fan_in, fan_out) in enumerate(zip(dims[:-1], dims[1:], strict=True)):
+        limit = np.sqrt(6.0 / (fan_in + fan_out))
+        head[f"dense_{i}"] = {
+            "kernel": rng.uniform(-limit, limit, (fan_in, fan_out)).astype(np.float32),
+            "bias": np.zeros((fan_out,), np.float32),
+        }
+    return head
 
 
 def encoder_variables(state: State) -> dict:

@@ -329,6 +329,28 @@ def ssl(config) -> None:
     ]
     for ok, field, msg in checks:
         _need(ok, field, msg)
+    weights_fields(config)
+
+
+def adapt(config) -> None:
+    """Mode adapt: the image size, the cache, the training and the weights' fields."""
+    host_devices(config)
+    image_size(config)
+    weights_fields(config)
+    cadence(config)
+    _positive(config, "batch_size", "shard_size", "temperature", "optim.lr")
+    _positive(config, "model.proj_hidden", "model.proj_dim")
+    _at_least(config, -1, "micro_batch")
+    _at_least(config, 0, "crop", "optim.steps", "optim.warmup_steps", "optim.weight_decay")
+    _at_least(config, 2, "optim.batch_size")  # the negatives come from the batch
+    _need(isinstance(config.views_from, str), "views_from", "must be a path or ''")
+    if config.views_from:
+        found = os.path.join(os.path.expanduser(config.views_from), "views", "views_meta.json")
+        _need(
+            os.path.isfile(found),
+            "views_from",
+            f"{config.views_from!r} holds no finished view cache (no {found}); run it first",
+        )
 
 
 def _split(config) -> None:
@@ -565,6 +587,7 @@ VALIDATORS = {
     "neighbours": neighbours,
     "map": map_,
     "scan": scan,
+    "adapt": adapt,
 }
 
 

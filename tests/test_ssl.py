@@ -177,3 +177,37 @@ def test_bad_config_is_refused_naming_the_field(tmp_path):
     with pytest.raises(UserError, match="config.temperature"):
         ssl_mode.run_ssl(config, str(tmp_path / "w"))
     assert not os.path.exists(tmp_path / "w")
+
+
+def test_imagenet_start_loads_the_backbone_and_a_narrow_model_is_refused(tmp_path, monkeypatch):
+    """weights != 'random': the backbone starts from those weights (here a converted file of
+    Keras' architecture, seeded), the head stays fresh; a narrow model is refused, naming it."""
+    keras_xception = weights.load_weights("random", seed=5)
+    for stats in keras_xception.variables["batch_stats"].values():  # not the identity a fresh
+        stats["var"] = stats["var"] * 2.0  # initialisation has
+    path = str(tmp_path / "start.npz")
+    weights.save_npz(path, weights.flatten(keras_xception.variables))
+    config = ssl_config.get_config("smoke")
+    config.weights = path
+    with pytest.raises(UserError, match="model.width and model.middle_blocks"):
+        ssl_mode.run_ssl(config, str(tmp_path / "narrow"))
+    # Keras' architecture: stop before the first step and look at the state it starts from.
+    config.model.width, config.model.middle_blocks = 1.0, 8
+    seen = {}
+
+    def stop(self, state, *args, **kwargs):
+        seen["state"] = state
+        raise preemption.Preempted("stop")
+
+    monkeypatch.setattr(ssl_mode.StepRunner, "run", stop)
+    with pytest.raises(preemption.Preempted):
+        ssl_mode.run_ssl(config, str(tmp_path / "keras"))
+    backbone = jax.device_get(seen["state"].params["backbone"])
+    for name in ("block1_conv1", "block14_sepconv2"):
+        for k, v in backbone[name].items():
+            np.testing.assert_array_equal(v, keras_xception.variables["params"][name][k])
+    stats = jax.device_get(seen["state"].batch_stats["backbone"])
+    np.testing.assert_array_equal(
+        stats["block4_sepconv1_bn"]["var"],
+        keras_xception.variables["batch_stats"]["block4_sepconv1_bn"]["var"],
+    )

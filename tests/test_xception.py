@@ -113,7 +113,7 @@ def test_entry_then_rest_is_the_whole_network(variables):
     np.testing.assert_allclose(rest["pooled"], out["pooled"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(logits_rest, logits, rtol=1e-6, atol=1e-6)
     with pytest.raises(ValueError, match="stage must be one of"):
-        Xception().apply(variables, x, stage="middle")
+        Xception().apply(variables, x, stage="trunk")
 
 
 def test_traces_once_per_input_shape(variables):

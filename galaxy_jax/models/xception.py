@@ -39,7 +39,8 @@ from jax import lax
 MIN_SIZE = 71  # smallest input side that keeps every feature map at least 1x1 (as in Keras)
 FEATURE_DIM = 2048
 NUM_CLASSES = 1000
-STAGES = ("all", "entry", "rest")  # Xception.__call__'s parts of the network
+# Xception.__call__'s parts of the network: entry + rest = all, and rest = middle + exit.
+STAGES = ("all", "entry", "rest", "middle", "exit")
 BN_EPSILON = 1e-3  # Keras' BatchNormalization default, not Flax's 1e-5
 BN_MOMENTUM = 0.99  # Keras' default
 
@@ -190,7 +191,11 @@ class Xception(nn.Module):
     `stage` runs a part of the network: "entry" is the stem and blocks 2-3 (intermediates up to
     'block3'; logits None), "rest" takes block 3's output as x and runs block 4 to the end;
     "entry" then "rest" is "all", op for op. The split lets inference run the large early
-    feature maps on fewer images per step than the rest (galaxy_jax/features.py).
+    feature maps on fewer images per step than the rest (galaxy_jax/features.py). "rest" splits
+    again into "middle" (block 4 and the middle flow; intermediates up to the last middle block,
+    logits None) and "exit" (the middle flow's output as x, blocks 13-14 and the pool), which
+    lets galaxy_jax/adapt.py train the exit flow alone on cached middle-flow activations
+    (intermediates 'middle': the middle flow's output, [B, h, w, 728]).
     Intermediates (a dict): 'stem' [B, H', W', 64], 'block2' ... 'block14' (block outputs,
     'block14' after its final ReLU, [B, h, w, 2048]), 'pooled' [B, 2048] (the global average,
     Keras' `pooling='avg'` feature) and 'logits' [B, 1000] when include_top. Logits are pre-softmax.
@@ -221,7 +226,7 @@ class Xception(nn.Module):
     def __call__(self, x, train: bool = False, stage: str = "all"):
         if stage not in STAGES:
             raise ValueError(f"Xception stage must be one of {STAGES}, got {stage!r}")
-        if stage != "rest" and (x.shape[1] < MIN_SIZE or x.shape[2] < MIN_SIZE):
+        if stage in ("all", "entry") and (x.shape[1] < MIN_SIZE or x.shape[2] < MIN_SIZE):
             raise ValueError(
                 f"Xception needs inputs of at least {MIN_SIZE}x{MIN_SIZE}, got {x.shape}"
             )
@@ -247,7 +252,7 @@ class Xception(nn.Module):
 
         out = {}
         x = x.astype(dt)
-        if stage != "rest":
+        if stage in ("all", "entry"):
             # Entry flow: stem (VALID convolutions).
             x = nn.relu(bn("block1_conv1_bn")(Conv3x3(ch(32), 2, dt, name="block1_conv1")(x)))
             x = nn.relu(bn("block1_conv2_bn")(Conv3x3(ch(64), 1, dt, name="block1_conv2")(x)))
@@ -255,19 +260,23 @@ class Xception(nn.Module):
         # Blocks 2-4 and 13: separable pair + max pool, plus a strided 1x1 residual.
         # Block 2 starts without a ReLU (its input already went through one).
         down = {2: (128, 128), 3: (256, 256), 4: (728, 728)}
-        for block in {"all": (2, 3, 4), "entry": (2, 3), "rest": (4,)}[stage]:
+        down_blocks = {"all": (2, 3, 4), "entry": (2, 3), "rest": (4,), "middle": (4,), "exit": ()}
+        for block in down_blocks[stage]:
             f1, f2 = down[block]
             x = self._down_block(x, block, ch(f1), ch(f2), bn, sep, lead_relu=block != 2)
             out[f"block{block}"] = x
         if stage == "entry":
             return None, out
         # Middle flow: 8 blocks (Keras) of 3 separable convolutions with an identity residual.
-        for block in range(5, 5 + self.middle_blocks):
+        for block in range(5, 5 + self.middle_blocks) if stage != "exit" else ():
             residual = x
             for k in (1, 2, 3):
                 x = sep(ch(728), f"block{block}_sepconv{k}")(nn.relu(x))
             x = x + residual
             out[f"block{block}"] = x
+        out["middle"] = x  # the exit flow's input
+        if stage == "middle":
+            return None, out
         # Exit flow.
         x = self._down_block(x, 13, ch(728), ch(1024), bn, sep, lead_relu=True)
         out["block13"] = x

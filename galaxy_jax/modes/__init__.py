@@ -27,6 +27,7 @@ MODES = {
     "neighbours": "galaxy_jax.modes.neighbours:run_neighbours",  # k nearest galaxies of a query
     "map": "galaxy_jax.modes.explore:run_map",  # interactive HTML map with thumbnails
     "scan": "galaxy_jax.modes.scan:run_scan",  # neighbour-consistency clustering + self-labelling
+    "adapt": "galaxy_jax.modes.adapt:run_adapt",  # ImageNet exit flow adapted on cached views
 }
 
 

@@ -7,8 +7,10 @@ devices: the batch is sharded along mesh axis 'data', the state is replicated (b
 normalises over the global batch, as SimCLR's does).
 
 Workdir:
-  ckpt/            Orbax checkpoints (resume: this run's checkpoint, else a fresh seeded
-                   initialisation; there is no pretrained start, which is the point);
+  ckpt/            Orbax checkpoints (resume: this run's checkpoint, else the start: by default
+                   a fresh seeded initialisation, no ImageNet; `weights='imagenet'` (or a
+                   weights file) starts the backbone from those weights instead: domain
+                   adaptation, for Keras' architecture only; the head is always fresh);
                    ckpt/history.json the logged curves
   encoder.npz      the backbone's params and batch statistics, flat (galaxy_jax.weights format)
   encoder.json     its architecture (width, middle_blocks), feature_dim and input size:
@@ -34,12 +36,23 @@ from jax.sharding import PartitionSpec as P
 from galaxy_jax import parallel, simclr, validate, weights
 from galaxy_jax.checkpoint import Checkpointer
 from galaxy_jax.data.loader import image_batches
+from galaxy_jax.errors import UserError
 from galaxy_jax.optim import make_optimizer
 from galaxy_jax.train_loop import BatchSampler, State, StepRunner
 from galaxy_jax.workdir import check_run_config, prepare_workdir, write_results
 
 # What the checkpoints depend on (checked by check_run_config on resume).
-RUN_FIELDS = ("seed", "data", "model", "optim", "augment", "temperature", "dtype")
+RUN_FIELDS = (
+    "seed",
+    "data",
+    "model",
+    "optim",
+    "augment",
+    "temperature",
+    "dtype",
+    "weights",
+    "weights_path",
+)
 ENCODER = "encoder.npz"
 
 
@@ -71,6 +84,18 @@ def run_ssl(config, workdir: str) -> dict:
         dtype=DTYPES[config.dtype],
     )
     variables = simclr.init_variables(model, config.seed)
+    if config.weights != "random":  # a pretrained backbone (ImageNet): adaptation, not scratch
+        loaded = weights.from_config(config, include_top=False)
+        arch = {"width": model.width, "middle_blocks": model.middle_blocks}
+        if loaded.architecture != arch:
+            raise UserError(
+                f"config.weights={config.weights!r} holds an Xception {loaded.architecture}, "
+                f"but config.model asks for {arch}: set model.width and model.middle_blocks to "
+                "match (Keras' Xception: 1.0 and 8)"
+            )
+        variables["params"]["backbone"] = loaded.variables["params"]
+        variables["batch_stats"]["backbone"] = loaded.variables["batch_stats"]
+        logging.info("SSL starts its backbone from %s", loaded.description)
     # apply_fn is left out: the step calls `model` itself, and a bound method of a new model
     # object would make an equal state a new pytree structure (a recompile per run).
     state = State.create(
@@ -128,6 +153,7 @@ def run_ssl(config, workdir: str) -> dict:
         image_size=int(d.image_size),
         crop_size=int(d.crop_size),
         trained_by="ssl (SimCLR NT-Xent)",
+        started_from=config.weights,
         steps=int(config.optim.steps),
         data=d.name,
         num_images=len(source),
