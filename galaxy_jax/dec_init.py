@@ -15,6 +15,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from galaxy_jax import preemption
 from galaxy_jax.errors import UserError
 
 INITS = ("kmeans", "gmm", "ward", "umap", "labels")
@@ -78,6 +79,11 @@ def init_centres(
         return centres, nearest(z, centres)
     if method not in INITS:
         raise UserError(f"config.dec.init: must be one of {INITS}, got {method!r}")
+    with preemption.stop_at_once(f"the {method} initialisation"):  # minutes, no checkpoint
+        return _fit_centres(method, z, k, seed, n_init, max_points, umap_neighbors)
+
+
+def _fit_centres(method, z, k, seed, n_init, max_points, umap_neighbors):
     n = len(z)
     sample = None
     if 0 < max_points < n:

@@ -2,18 +2,24 @@
 save a checkpoint, wait for Orbax, and raise `Preempted`. main.py exits with EXIT_CODE then.
 Re-running the same command resumes.
 
-A signal that arrives outside a training loop (loading data, k-means, writing results) is acted
-on at the next step boundary, or not at all if none is left: the run then finishes and exits 0.
+A signal that arrives outside a training loop (loading data, writing results) is acted on at
+the next step boundary, or not at all if none is left: the run then finishes and exits 0. Inside
+a long phase with nothing a checkpoint could keep (k-means, UMAP, a Gaussian mixture: minutes
+to a quarter of an hour), `stop_at_once` makes a stop request raise `Preempted` at once instead
+(Python checks for signals between its own steps, so within one k-means restart or one UMAP
+epoch); the phase is redone on the next run, as it would be after a kill.
 A second Ctrl-C stops at once without a checkpoint, which is as safe as kill -9 (the last
 complete checkpoint is used on the next run)."""
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 EXIT_CODE = 75  # EX_TEMPFAIL: "try again"; schedulers can requeue on it.
 
 _requested = False
+_at_once: str | None = None  # the phase inside `stop_at_once`, if any
 
 
 class Preempted(Exception):
@@ -25,6 +31,10 @@ def _handler(signum, frame):
     if _requested and signum == signal.SIGINT:  # a second Ctrl-C stops at once
         raise KeyboardInterrupt
     _requested = True
+    if _at_once is not None:
+        raise Preempted(
+            f"stopped during {_at_once}, which has no checkpoint: it is redone on resume"
+        )
 
 
 def install() -> None:
@@ -39,3 +49,17 @@ def install() -> None:
 def requested() -> bool:
     """True once SIGTERM/SIGINT arrived. Tests monkeypatch this to stop a run at a chosen step."""
     return _requested
+
+
+@contextlib.contextmanager
+def stop_at_once(phase: str):
+    """Inside, a stop request raises Preempted at once (see the module docstring); one that came
+    before the phase began raises on entry. `phase` names it in the message."""
+    global _at_once
+    if _requested:
+        raise Preempted(f"stopped before {phase}, which has no checkpoint: it runs on resume")
+    outer, _at_once = _at_once, phase
+    try:
+        yield
+    finally:
+        _at_once = outer

@@ -22,7 +22,7 @@ import pytest
 from conftest import ROOT, start_main, stderr_of
 
 from configs import data_defaults, mnist_dec
-from galaxy_jax import atomic, checkpoint, modes
+from galaxy_jax import atomic, checkpoint, modes, preemption
 from galaxy_jax.errors import UserError
 from galaxy_jax.modes import dec as dec_mode
 from galaxy_jax.train_loop import FiniteGuard, NonFiniteError
@@ -483,3 +483,28 @@ def test_full_disk_is_a_clear_error_and_leaves_no_partial_file(tmp_path, monkeyp
     wrapped = ValueError(f"tensorstore write failed: {os.strerror(errno.ENOSPC)} [/x/1]")
     assert "disk is full" in str(atomic.storage_error(wrapped, "/x/1"))
     assert atomic.storage_error(ValueError("shape mismatch"), "/x") is None
+
+
+def test_a_stop_in_a_phase_without_checkpoints_raises_at_once_and_not_elsewhere(monkeypatch):
+    """stop_at_once (k-means, UMAP, GMM initialisation): SIGTERM raises Preempted at once there;
+    outside it, it only sets the flag that the step loops read; a request that came before
+    the phase raises on entry."""
+    handlers = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    monkeypatch.setattr(preemption, "_requested", False)
+    preemption.install()
+    try:
+        t0 = time.time()
+        with pytest.raises(preemption.Preempted, match="during the k-means initialisation"):
+            with preemption.stop_at_once("the k-means initialisation"):
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(30)  # a long phase: the handler interrupts it
+        assert time.time() - t0 < 5 and preemption._at_once is None
+        monkeypatch.setattr(preemption, "_requested", False)
+        os.kill(os.getpid(), signal.SIGTERM)  # outside: the flag only
+        assert preemption.requested()
+        with pytest.raises(preemption.Preempted, match="before the umap"):
+            with preemption.stop_at_once("the umap initialisation"):
+                raise AssertionError("not entered")
+    finally:
+        for s, h in handlers.items():
+            signal.signal(s, h)
