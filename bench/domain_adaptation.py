@@ -9,8 +9,8 @@ bench/beat_anchors.py's methods, and probed (bench/imagenet_table.py's linear pr
   kmeans_10     k-means, 10 clusters, by dominant label
   dec_2_beta0   SAE + DEC with p ~ q^2 (the best 2-cluster method of beat_anchors.json)
 Sets (128 px):
-  sdss_es   SDSS NGC/IC: the cache and the adaptation use all 3,898 galaxies (no labels); the
-            scores are on the elliptical vs spiral subset (687 / 2,125)
+  sdss_es   SDSS NGC/IC: the cache and the adaptation use all 3,898 galaxies (the training
+            never reads a label); the scores are on the elliptical vs spiral subset (687 / 2,125)
   sample    the 2,000 Kaggle sample galaxies (crop 208)
 Costs: the cache (views_meta.json), the training per seed, the feature pass. Results:
 bench/results/domain_adaptation.json (written after every set; finished runs are skipped).
@@ -43,13 +43,19 @@ SETS = {  # name: (adapt args, classes kept for scoring or None)
 CLUSTERING = ("kmeans_2", "kmeans_10", "dec_2_beta0")
 
 
-def _adapt(name, kind, seed, extra):
+def _adapt(name, kind, seed, extra, steps):
     args, _ = SETS[name]
     workdir = f"{OUT}/{name}/{kind}"
     cmd = ["python", "main.py", *args, f"--config.seed={seed}", *extra, f"--workdir={workdir}"]
     run_once(cmd, os.path.join(workdir, "results.json"))
     with open(os.path.join(ROOT, workdir, "results.json")) as f:
-        return workdir, shlex.join(cmd), json.load(f)
+        r = json.load(f)
+    if r["config"]["optim"]["steps"] != steps:  # a finished run is skipped, never redone
+        sys.exit(
+            f"{workdir} was trained for {r['config']['optim']['steps']} steps, not {steps}: "
+            "pass --workdirs=<another directory> for another number of steps"
+        )
+    return workdir, shlex.join(cmd), r
 
 
 def _features_dir(name, workdir):
@@ -79,7 +85,7 @@ def _probe(fdir, seed):
 
 
 def run_set(name, seeds, methods, steps):
-    frozen_dir, frozen_cmd, frozen = _adapt(name, "frozen", 0, ["--config.optim.steps=0"])
+    frozen_dir, frozen_cmd, frozen = _adapt(name, "frozen", 0, ["--config.optim.steps=0"], 0)
     views = frozen["views"]
     rows, commands = {}, {"frozen": frozen_cmd}
     costs = {
@@ -92,8 +98,8 @@ def run_set(name, seeds, methods, steps):
     }
     dirs = {"frozen": [_features_dir(name, frozen_dir)] * len(seeds), "adapted": []}
     for seed in seeds:
-        extra = [f"--config.views_from={frozen_dir}"] + ([f"--config.optim.steps={steps}"])
-        workdir, cmd, r = _adapt(name, f"seed{seed}", seed, extra)
+        extra = [f"--config.views_from={frozen_dir}", f"--config.optim.steps={steps}"]
+        workdir, cmd, r = _adapt(name, f"seed{seed}", seed, extra, steps)
         commands[f"adapted seed{seed}"] = cmd
         costs["train_s"].append(r["wall_s"].get("train"))
         costs["train_views_per_second"].append(r["wall_s"].get("train_images_per_second"))
@@ -128,6 +134,7 @@ def run_set(name, seeds, methods, steps):
 
 
 def main():
+    global OUT
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -135,8 +142,10 @@ def main():
     p.add_argument("--sets", default=",".join(SETS), help=f"comma list of {list(SETS)}")
     p.add_argument("--methods", default=",".join(CLUSTERING), help=f"comma list of {CLUSTERING}")
     p.add_argument("--steps", type=int, default=300, help="adaptation steps (configs/adapt.py)")
+    p.add_argument("--workdirs", default=OUT, help="where the runs go (one per --steps value)")
     p.add_argument("--out", default="bench/results/domain_adaptation.json")
     a = p.parse_args()
+    OUT = a.workdirs
     seeds = [int(s) for s in a.seeds.split(",")]
     methods = [m for m in a.methods.split(",") if m]
     for m in methods:

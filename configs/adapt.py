@@ -24,7 +24,7 @@ from configs import common, data_defaults
 def get_config(arg=None):
     c = ml_collections.ConfigDict()
     c.mode = "adapt"
-    c.seed = 0  # projection head, view pairs, crops and batch order (never the cache)
+    c.seed = 0  # head, view pairs, crops, batch order (not the cache, but for weights='random')
     common.cadence(c, log_every=10, checkpoint_every=50)
     common.devices(c)
     common.weights(c)  # the network to adapt: ImageNet by default (weights='random' for tests)

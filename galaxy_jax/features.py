@@ -311,6 +311,7 @@ def extract_features(
     feature_fn=None,
     dim: int = 0,
     store_dtype=np.float32,
+    out_path: str | None = None,
 ):
     """[N, D] float32 features of every image of `source` (D: `spec.dim`).
 
@@ -330,6 +331,9 @@ def extract_features(
       feature_fn, dim, store_dtype: another per-image output in place of `make_feature_fn(mesh,
         spec)`: a jitted fn(variables, images) -> [B, dim], kept as store_dtype (in memory and in
         the shards; galaxy_jax/adapt.py caches float16 middle-flow activations this way).
+      out_path: with shard_dir, the finished shards are copied one at a time into this .npy
+        (then renamed into place), and a read-only memmap of it is returned: for outputs larger
+        than memory.
     Returns:
       (features [N, D] store_dtype, the jitted function, for inspection by tests).
     """
@@ -399,6 +403,15 @@ def extract_features(
                 )
     bar.close()
 
+    if shard_dir and out_path:  # shard by shard into the file: never the whole array in memory
+        tmp = f"{out_path}.tmp-{os.getpid()}"
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=store_dtype, shape=(n, dim))
+        for i, (s, e) in enumerate(ranges):
+            out[s:e] = np.load(shards.shard_path(shard_dir, i, len(ranges)))
+        out.flush()
+        del out
+        os.replace(tmp, out_path)
+        return np.load(out_path, mmap_mode="r"), fn
     if shard_dir:
         parts = [np.load(shards.shard_path(shard_dir, i, len(ranges))) for i in range(len(ranges))]
     else:

@@ -5,6 +5,7 @@ compilation, the shared cache and the config guard."""
 import collections
 import json
 import os
+import shutil
 
 import jax
 import jax.numpy as jnp
@@ -206,3 +207,22 @@ def test_bad_config_is_refused_naming_the_field(tmp_path, field, value):
     with pytest.raises(UserError, match=f"config.{field}"):
         _run(str(tmp_path / "w"), **{field: value})
     assert not os.path.exists(tmp_path / "w")
+
+
+def test_damaged_features_are_rebuilt_and_a_batch_larger_than_the_data_is_refused(
+    full_run, tmp_path
+):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(full_run[0], workdir)
+    path = os.path.join(workdir, "features.npy")
+    want = np.load(path)
+    with open(path, "r+b") as f:  # same size, other bytes: only the SHA-256 can tell
+        f.seek(-8, os.SEEK_END)
+        tail = f.read(8)
+        f.seek(-8, os.SEEK_END)
+        f.write(bytes(c ^ 0xFF for c in tail))
+    assert not np.array_equal(np.load(path), want)
+    assert _run(workdir) == {}  # nothing trained again
+    np.testing.assert_array_equal(np.load(path), want)
+    with pytest.raises(UserError, match="config.optim.batch_size: 9 galaxies"):
+        _run(str(tmp_path / "big"), **{"optim.batch_size": 9})

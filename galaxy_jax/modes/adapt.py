@@ -14,7 +14,8 @@ Workdir (the clustering modes read it as they read an `extract` workdir: data.pa
   features.npy, ids.npy, labels.npy, features_meta.json   as `extract` writes them
   encoder.npz, encoder.json   the whole Xception with the adapted exit flow (weights.save_encoder);
                               `extract --config.weights=<workdir>/encoder.npz --config.tta=True`
-                              gives the same features for new images (from images, not the cache)
+                              with the same data.image_size and data.crop_size gives the same
+                              features for new images (from the images, not the cache)
   views/views.npy, views/views_meta.json   the cache [N, 8 * h * w * 728] float16 (phase 1)
   ckpt/                       the exit flow and projection head's train state; history.json
   results.json                loss and top-1 history, wall time per phase, what was shared
@@ -23,6 +24,8 @@ Workdir (the clustering modes read it as they read an `extract` workdir: data.pa
 from __future__ import annotations
 
 import dataclasses
+import glob
+import hashlib
 import json
 import os
 import shutil
@@ -96,6 +99,9 @@ def _views(config, workdir, source, loaded, spec, wall) -> tuple[np.ndarray, dic
     t0 = time.time()
     shape = adapt.exit_input_shape(spec)
     dim = adapt.VIEWS * int(np.prod(shape))
+    shards.remove(os.path.join(directory, VIEWS_META))  # an older cache's: no longer describes it
+    for name in glob.glob(os.path.join(glob.escape(directory), f"{VIEWS}.tmp-*")):
+        os.remove(name)  # left by a kill while the shards were being copied into views.npy
     mesh = parallel.mesh()
     print(f"adapt: caching the middle flow's output of 8 views x {len(source)} images {shape}")
     views, _ = features_lib.extract_features(
@@ -110,10 +116,14 @@ def _views(config, workdir, source, loaded, spec, wall) -> tuple[np.ndarray, dic
         feature_fn=adapt.views_fn(mesh, spec),
         dim=dim,
         store_dtype=np.float16,
+        out_path=os.path.join(directory, VIEWS),
     )
-    if not np.all(np.isfinite(views)):
-        raise UserError("non-finite middle-flow activations; check the images and weights")
-    atomic.save_npy(os.path.join(directory, VIEWS), views)
+    for s in range(0, len(views), 256):  # in blocks: the cache may be larger than memory
+        if not np.isfinite(views[s : s + 256]).all():
+            raise UserError(
+                "non-finite middle-flow activations (beyond float16's 65504, or from the "
+                "images or weights); check the input scaling and the weights"
+            )
     del views
     seconds = time.time() - t0
     meta = {
@@ -132,8 +142,9 @@ def _views(config, workdir, source, loaded, spec, wall) -> tuple[np.ndarray, dic
 
 
 def run_adapt(config, workdir: str) -> dict:
-    """Writes the workdir of the module docstring; a finished run re-run rewrites nothing
-    heavy (its features are kept when the trained exit flow's hash matches)."""
+    """Writes the workdir of the module docstring. A finished run re-run restores its last
+    checkpoint, rewrites encoder.npz and keeps its features (the trained weights' hash and the
+    file's SHA-256 match)."""
     from galaxy_jax.data.from_config import make_image_source
 
     t_start = time.time()
@@ -151,12 +162,17 @@ def run_adapt(config, workdir: str) -> dict:
     mb = features_lib.auto_micro_batch(spec) if mb < 0 else int(mb)
     spec = dataclasses.replace(spec, micro_batch=mb)
 
-    wall: dict = {}
-    views, vmeta, views_dir = _views(config, workdir, source, loaded, spec, wall)
-    shape = tuple(vmeta["map_shape"])
+    shape = adapt.exit_input_shape(spec)  # checked before hours of caching
     crop = int(config.crop) or shape[0]
     if crop > min(shape[:2]):
         raise UserError(f"config.crop: {crop} is larger than the {shape[0]}x{shape[1]} maps")
+    if int(config.optim.batch_size) > len(source):
+        raise UserError(
+            f"config.optim.batch_size: {config.optim.batch_size} galaxies a step, but the data "
+            f"has {len(source)}: a galaxy would be its own negative"
+        )
+    wall: dict = {}
+    views, vmeta, views_dir = _views(config, workdir, source, loaded, spec, wall)
 
     m, o = config.model, config.optim
     model = adapt.ExitModel(
@@ -232,7 +248,9 @@ def run_adapt(config, workdir: str) -> dict:
         },
         history={"adapt": history},
         views={"dir": views_dir, "shared": bool(config.views_from), **vmeta},
-        trained_parameters=int(sum(np.size(v) for v in jax.tree.leaves(variables["params"]))),
+        trained_parameters=(
+            int(sum(np.size(v) for v in jax.tree.leaves(variables["params"]))) if steps else 0
+        ),
         encoder={"path": enc_path(workdir), "variables_sha256": enc["variables_sha256"]},
         num_images=len(source),
         wall_s=wall,
@@ -254,8 +272,9 @@ def _features(config, workdir, source, model, variables, views, vmeta, enc, wall
     meta_hash = shards.meta_hash({"views": vmeta["meta_hash"], "encoder": enc["variables_sha256"]})
     if os.path.isfile(meta_path) and os.path.isfile(feat_path):
         with open(meta_path) as f:
-            if json.load(f).get("meta_hash") == meta_hash:
-                return np.load(feat_path)
+            old = json.load(f)
+        if old.get("meta_hash") == meta_hash and old.get("features_sha256") == _sha256(feat_path):
+            return np.load(feat_path)
     t0 = time.time()
     features = adapt.adapted_features(
         model, variables, views, tuple(vmeta["map_shape"]), batch_size=int(config.batch_size)
@@ -282,6 +301,7 @@ def _features(config, workdir, source, model, variables, views, vmeta, enc, wall
             "dtype": "float32",
             "feature_source": "xception",
             "meta_hash": meta_hash,
+            "features_sha256": _sha256(feat_path),
             "weights": f"adapted exit flow ({enc_path(workdir)})",
             "weights_kind": "adapt",
             "class_names": list(source.class_names),
@@ -292,6 +312,11 @@ def _features(config, workdir, source, model, variables, views, vmeta, enc, wall
         },
     )
     return features
+
+
+def _sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 def enc_path(workdir: str) -> str:
