@@ -34,7 +34,7 @@ from imagenet_table import SDSS_CATALOG, SDSS_DATA, linear_probe, write_sdss_cat
 
 from galaxy_jax.atomic import write_json
 
-OUT = "workdirs/adapt"
+OUT = FROZEN = "workdirs/adapt"
 SDSS_ADAPT = ("--config=configs/adapt.py", *SDSS_DATA[1:])  # SDSS_DATA[0] is extract's config
 SETS = {  # name: (adapt args, classes kept for scoring or None)
     "sdss_es": (SDSS_ADAPT, ("elliptical", "spiral")),
@@ -45,7 +45,8 @@ CLUSTERING = ("kmeans_2", "kmeans_10", "dec_2_beta0")
 
 def _adapt(name, kind, seed, extra, steps):
     args, _ = SETS[name]
-    workdir = f"{OUT}/{name}/{kind}"
+    # The frozen run (and its cache) stays in the default directory, whatever --workdirs says.
+    workdir = f"{FROZEN if kind == 'frozen' else OUT}/{name}/{kind}"
     cmd = ["python", "main.py", *args, f"--config.seed={seed}", *extra, f"--workdir={workdir}"]
     run_once(cmd, os.path.join(workdir, "results.json"))
     with open(os.path.join(ROOT, workdir, "results.json")) as f:
