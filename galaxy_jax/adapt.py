@@ -30,7 +30,7 @@ from jax.sharding import PartitionSpec as P
 from tqdm import tqdm
 
 from galaxy_jax.data.preprocess import preprocess
-from galaxy_jax.features import FeatureSpec, _dihedral_batch, pooled_features
+from galaxy_jax.features import FeatureSpec, dihedral_batch, pooled_features
 from galaxy_jax.models import xception
 from galaxy_jax.simclr import ProjectionHead, nt_xent
 from galaxy_jax.train_loop import State
@@ -55,7 +55,7 @@ def exit_input_shape(spec: FeatureSpec) -> tuple[int, int, int]:
 @functools.lru_cache(maxsize=4)
 def views_fn(mesh: Mesh, spec: FeatureSpec):
     """jit(variables, images [B, H, W, 3] uint8) -> [B, 8 * h * w * C] float16: the middle
-    flow's output for the 8 dihedral views of each image (view k as features._dihedral_batch),
+    flow's output for the 8 dihedral views of each image (view k as features.dihedral_batch),
     flattened row-major as [8, h, w, C]. B must be a multiple of the mesh size."""
     data, replicated = NamedSharding(mesh, P("data")), NamedSharding(mesh, P())
     model = spec.network()
@@ -71,7 +71,7 @@ def views_fn(mesh: Mesh, spec: FeatureSpec):
         x = preprocess(images, crop_size=spec.crop_size or None, image_size=spec.image_size)
         x = jax.lax.with_sharding_constraint(x, data)
         # A loop over the views, not 8 copies of the network: compile time stays that of one.
-        maps = jax.lax.map(lambda k: trunk(variables, _dihedral_batch(x, k)), jnp.arange(VIEWS))
+        maps = jax.lax.map(lambda k: trunk(variables, dihedral_batch(x, k)), jnp.arange(VIEWS))
         maps = jnp.moveaxis(maps, 0, 1).astype(jnp.float16)  # [B, 8, h, w, C]
         return maps.reshape(maps.shape[0], -1)
 

@@ -126,7 +126,7 @@ def auto_micro_batch(spec: FeatureSpec) -> int | tuple[int, int]:
 # The network and the pixels
 
 
-def _dihedral_batch(x, k):
+def dihedral_batch(x, k):
     """View k in [0, 8) of square images x: [B, S, S, C]: rotation by k*90 deg, flipped if k>=4."""
 
     def branch(i):
@@ -284,7 +284,7 @@ def make_feature_fn(mesh: Mesh, spec: FeatureSpec):
             acc = jax.lax.fori_loop(
                 0,
                 8,
-                lambda k, acc: combine(acc, features_of(variables, _dihedral_batch(x, k))),
+                lambda k, acc: combine(acc, features_of(variables, dihedral_batch(x, k))),
                 jnp.full((x.shape[0], dim), -jnp.inf if pool_max else 0.0, jnp.float32),
             )
             f = acc if pool_max else acc / 8.0

@@ -16,7 +16,7 @@ from configs import adapt as adapt_config
 from configs import extract as extract_config
 from galaxy_jax import adapt, parallel, preemption, train_loop
 from galaxy_jax.errors import UserError
-from galaxy_jax.features import FeatureSpec, _dihedral_batch, pooled_features
+from galaxy_jax.features import FeatureSpec, dihedral_batch, pooled_features
 from galaxy_jax.models import xception
 from galaxy_jax.modes import adapt as adapt_mode
 from galaxy_jax.modes import extract as extract_mode
@@ -59,7 +59,7 @@ def test_cached_views_are_the_middle_flow_of_each_dihedral_view():
     maps = rows.reshape(2, 8, *shape)
     x = jnp.asarray(images, jnp.float32) / 127.5 - 1.0
     for k in (0, 3, 5):
-        want = pooled_features(model, variables, _dihedral_batch(x, k), output="middle")
+        want = pooled_features(model, variables, dihedral_batch(x, k), output="middle")
         np.testing.assert_allclose(
             maps[:, k].astype(np.float32), np.asarray(want), rtol=2e-3, atol=1e-4
         )
