@@ -69,7 +69,7 @@ def _features_dir(name, workdir):
 
 def _cluster(fdir, method, seed):
     args, key, scoring, *_ = METHODS[method]
-    workdir = f"{fdir}/{method}"
+    workdir = f"{fdir}/{method}/seed{seed}"  # the frozen dir is the same for every seed
     cmd = ["python", "main.py", *(a.format(classes=2) for a in args)]
     cmd += [f"--config.data.path={fdir}", f"--config.seed={seed}", f"--workdir={workdir}"]
     run_once(cmd, os.path.join(workdir, "results.json"))
