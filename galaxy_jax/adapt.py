@@ -32,7 +32,7 @@ from tqdm import tqdm
 from galaxy_jax.data.preprocess import preprocess
 from galaxy_jax.features import FeatureSpec, dihedral_batch, pooled_features
 from galaxy_jax.models import xception
-from galaxy_jax.simclr import ProjectionHead, nt_xent
+from galaxy_jax.simclr import ProjectionHead, init_head, nt_xent
 from galaxy_jax.train_loop import State
 
 EXIT_BLOCKS = ("block13", "block14")  # the exit flow's variable prefixes
@@ -185,8 +185,6 @@ def adapted_features(
 def init_variables(model: ExitModel, imagenet: dict, seed: int) -> dict:
     """{'params', 'batch_stats'} to start from: the exit flow of `imagenet` (a whole Xception's
     variables), a fresh seeded projection head (simclr.init_head)."""
-    from galaxy_jax.simclr import init_head
-
     exit_vars = exit_variables(imagenet)
     feature_dim = xception.scaled_channels(xception.FEATURE_DIM, model.width)
     head = init_head(feature_dim, model.proj_hidden, model.proj_dim, seed)

@@ -1,3 +1,4 @@
+import collections
 import os
 import subprocess
 import sys
@@ -35,3 +36,18 @@ def stderr_of(proc, timeout=300):
     text = proc.log.read()
     proc.log.close()
     return text
+
+
+class CountCompiles:
+    """Stands in for train_loop.compile_step (monkeypatched), counting the compilations of each
+    phase: `counts[phase]`."""
+
+    def __init__(self):
+        from galaxy_jax import train_loop
+
+        self.counts = collections.Counter()
+        self._real = train_loop.compile_step
+
+    def __call__(self, jitted, wall, phase, *args):
+        self.counts[phase] += 1
+        return self._real(jitted, wall, phase, *args)

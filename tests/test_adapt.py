@@ -2,7 +2,6 @@
 the view pairs, the frozen baseline against extract's tta features, resume == uninterrupted, one
 compilation, the shared cache and the config guard."""
 
-import collections
 import json
 import os
 import shutil
@@ -11,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import CountCompiles
 
 from configs import adapt as adapt_config
 from configs import extract as extract_config
@@ -97,16 +97,6 @@ def full_run(tmp_path_factory):
     return workdir, counts
 
 
-class _CountCompiles:
-    def __init__(self):
-        self.counts = collections.Counter()
-        self._real = train_loop.compile_step
-
-    def __call__(self, jitted, wall, phase, *args):
-        self.counts[phase] += 1
-        return self._real(jitted, wall, phase, *args)
-
-
 def _run(workdir, **overrides):
     config = adapt_config.get_config("smoke")
     for k, v in overrides.items():
@@ -115,7 +105,7 @@ def _run(workdir, **overrides):
         for p in path:
             section = section[p]
         section[last] = v
-    counter = _CountCompiles()
+    counter = CountCompiles()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_loop, "compile_step", counter)
         adapt_mode.run_adapt(config, workdir)

@@ -2,13 +2,13 @@
 resume == uninterrupted for each training loop, one compilation per phase, config guard, the
 neighbour cache."""
 
-import collections
 import json
 import os
 import shutil
 
 import numpy as np
 import pytest
+from conftest import CountCompiles
 
 from configs import scan as scan_config
 from galaxy_jax import preemption, scan, train_loop
@@ -24,20 +24,8 @@ def _read(workdir):
         return json.load(f)
 
 
-class _CountCompiles:
-    """Wraps train_loop.compile_step, counting the compilations of each phase."""
-
-    def __init__(self):
-        self.counts = collections.Counter()
-        self._real = train_loop.compile_step
-
-    def __call__(self, jitted, wall, phase, *args):
-        self.counts[phase] += 1
-        return self._real(jitted, wall, phase, *args)
-
-
 def _run(workdir, config=None, monkeypatch=None):
-    counter = _CountCompiles()
+    counter = CountCompiles()
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(train_loop, "compile_step", counter)
         scan_mode.run_scan(config or scan_config.get_config("smoke"), str(workdir))

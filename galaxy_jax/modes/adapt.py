@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import glob
-import hashlib
 import json
 import os
 import shutil
@@ -273,7 +272,9 @@ def _features(config, workdir, source, model, variables, views, vmeta, enc, wall
     if os.path.isfile(meta_path) and os.path.isfile(feat_path):
         with open(meta_path) as f:
             old = json.load(f)
-        if old.get("meta_hash") == meta_hash and old.get("features_sha256") == _sha256(feat_path):
+        if old.get("meta_hash") == meta_hash and old.get("features_sha256") == weights.sha256_file(
+            feat_path
+        ):
             return np.load(feat_path)
     t0 = time.time()
     features = adapt.adapted_features(
@@ -301,7 +302,7 @@ def _features(config, workdir, source, model, variables, views, vmeta, enc, wall
             "dtype": "float32",
             "feature_source": "xception",
             "meta_hash": meta_hash,
-            "features_sha256": _sha256(feat_path),
+            "features_sha256": weights.sha256_file(feat_path),
             "weights": f"adapted exit flow ({enc_path(workdir)})",
             "weights_kind": "adapt",
             "class_names": list(source.class_names),
@@ -312,11 +313,6 @@ def _features(config, workdir, source, model, variables, views, vmeta, enc, wall
         },
     )
     return features
-
-
-def _sha256(path: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def enc_path(workdir: str) -> str:
