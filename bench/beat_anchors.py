@@ -13,6 +13,9 @@ Per set and seed, every method is one `python main.py` run (its command is in th
   kmeans_30         k-means, 30 clusters, by dominant label; `kmeans_30 merged` is the same run's
                     clusters merged into 2 (or 4) groups by size-weighted Ward on the centres
                     (dec.merge_to, no labels), scored one-to-one
+  spectral_2        spectral clustering, 2 clusters: the graph of each galaxy's 10 nearest
+                    neighbours (dec.init=spectral, mode kmeans)
+  spectral_10       the same, 10 clusters, by dominant label
   dec_2             SAE + DEC (configs/galaxy_sample.py:dec_xception); the autoencoder of this
                     run is shared by the dec_*/n2d_* runs of the same seed (sae_from)
   dec_2_beta0.5     DEC with the softened target p ~ q^2 / f^0.5 (dec.target_power)
@@ -54,6 +57,7 @@ SETS = {  # name: (features dir, number of classes)
 DEC = "--config=configs/galaxy_sample.py:dec_xception"
 KMEANS = "--config=configs/galaxy_sample.py:kmeans_xception"
 SQRT = "--config.data.normalize=sqrt_l2"
+SPECTRAL = "--config.dec.init=spectral"
 # name: (args, results key, scoring, only on 2-class sets, shares dec_2's autoencoder)
 METHODS = {
     "kmeans_2_unit": ((KMEANS,), "kmeans_input", "hungarian", True),
@@ -61,6 +65,12 @@ METHODS = {
     "kmeans_10": ((KMEANS, SQRT, "--config.dec.n_clusters=10"), "kmeans_input", "dominant"),
     "kmeans_30": (
         (KMEANS, SQRT, "--config.dec.n_clusters=30", "--config.dec.merge_to={classes}"),
+        "kmeans_input",
+        "dominant",
+    ),
+    "spectral_2": ((KMEANS, SQRT, SPECTRAL), "kmeans_input", "hungarian", True),
+    "spectral_10": (
+        (KMEANS, SQRT, SPECTRAL, "--config.dec.n_clusters=10"),
         "kmeans_input",
         "dominant",
     ),

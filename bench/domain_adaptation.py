@@ -7,6 +7,8 @@ Each features dir (frozen, and each seed's adapted one) is then clustered with t
 bench/beat_anchors.py's methods, and probed (bench/imagenet_table.py's linear probe):
   kmeans_2      k-means, 2 clusters, data.normalize=sqrt_l2, Hungarian
   kmeans_10     k-means, 10 clusters, by dominant label
+  spectral_2    spectral clustering on the 10-nearest-neighbour graph, 2 clusters, Hungarian
+  spectral_10   the same, 10 clusters, by dominant label
   dec_2_beta0   SAE + DEC with p ~ q^2 (the best 2-cluster method of beat_anchors.json)
 Sets (128 px):
   sdss_es   SDSS NGC/IC: the cache and the adaptation use all 3,898 galaxies (the training
@@ -40,7 +42,7 @@ SETS = {  # name: (adapt args, classes kept for scoring or None)
     "sdss_es": (SDSS_ADAPT, ("elliptical", "spiral")),
     "sample": (("--config=configs/adapt.py:sample",), None),
 }
-CLUSTERING = ("kmeans_2", "kmeans_10", "dec_2_beta0")
+CLUSTERING = ("kmeans_2", "kmeans_10", "spectral_2", "spectral_10", "dec_2_beta0")
 
 
 def _adapt(name, kind, seed, extra, steps):

@@ -63,9 +63,11 @@ def dec_section() -> ml_collections.ConfigDict:
     d.init_sample = 100_000
     # Variants (defaults = the DEC paper): the initial centres, labels, extra loss terms.
     # kmeans | gmm | ward | umap (N2D: UMAP to n_clusters dims, then a Gaussian mixture) |
-    # labels (class means of the visible labels). Mode pretrain clusters its embedding with it.
+    # spectral (on the nearest-neighbour graph) | labels (class means of the visible labels).
+    # Mode pretrain clusters its embedding with it, mode kmeans its input vectors.
     d.init = "kmeans"
     d.umap_neighbors = 20  # init 'umap': UMAP's n_neighbors (N2D's value)
+    d.spectral_neighbors = 10  # init 'spectral': neighbours of each row in the graph
     d.label_fraction = 0.0  # fraction of rows whose label training may see (seeded draw)
     d.supervised_weight = 0.0  # weight of the semi-supervised cross-entropy; 0 = plain DEC
     d.gamma = 0.0  # IDEC: weight of the reconstruction MSE kept during DEC; 0 = DEC

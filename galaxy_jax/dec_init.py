@@ -15,10 +15,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from galaxy_jax import preemption
+from galaxy_jax import neighbours, preemption
 from galaxy_jax.errors import UserError
 
-INITS = ("kmeans", "gmm", "ward", "umap", "labels")
+INITS = ("kmeans", "gmm", "ward", "umap", "spectral", "labels")
 WARD_MAX_N = 30000  # Ward's linkage holds O(N^2) distances
 # Rows the initial clustering is fitted on (dec.init_sample); every row is then assigned.
 DEFAULT_INIT_SAMPLE = 100_000
@@ -49,6 +49,7 @@ def init_centres(
     y_vis=None,
     max_points: int = 0,
     umap_neighbors: int = 20,
+    spectral_neighbors: int = 10,
 ):
     """(centres [K, d] float32, labels [N] int32) of initialisation `method` (INITS).
 
@@ -57,13 +58,18 @@ def init_centres(
     with Ward linkage; centres are the cluster means. umap (N2D, McConville et al. 2020): UMAP
     of z to K dimensions (umap_neighbors neighbours, min_dist 0, seeded), then a full-covariance
     Gaussian mixture there (n_init restarts); centres are the means of z over each component's
-    rows, so DEC starts from them in z's space. labels: the means of the visible labelled
+    rows, so DEC starts from them in z's space. spectral (Ng, Jordan & Weiss 2002; Shi & Malik
+    2000): the graph joining every row to its spectral_neighbors nearest rows (Euclidean, exact,
+    `neighbours.mine`; each row also to itself, symmetrised: scikit-learn's
+    affinity='nearest_neighbors' with n_neighbors = spectral_neighbors + 1), its K leading
+    normalised-Laplacian eigenvectors (LOBPCG, seeded), k-means there; centres are the cluster means
+    in z. labels: the means of the visible labelled
     points of each class (y_vis, -1 = hidden), class c -> cluster c; needs K == number of
     classes and at least one visible point per class.
 
     z: [N, d], an array or anything with len() and row reads (a DiskRows). With 0 < max_points
-    < N, kmeans/gmm/ward are fitted on a seeded draw of max_points rows, and every row is then
-    assigned (nearest centre; the mixture's most probable component), in blocks of rows.
+    < N, every method but labels is fitted on a seeded draw of max_points rows, and every row
+    is then assigned (nearest centre; the mixture's most probable component), in blocks of rows.
     """
     if method == "labels":
         z = np.asarray(z, np.float32)
@@ -80,10 +86,12 @@ def init_centres(
     if method not in INITS:
         raise UserError(f"config.dec.init: must be one of {INITS}, got {method!r}")
     with preemption.stop_at_once(f"the {method} initialisation"):  # minutes, no checkpoint
-        return _fit_centres(method, z, k, seed, n_init, max_points, umap_neighbors)
+        return _fit_centres(
+            method, z, k, seed, n_init, max_points, umap_neighbors, spectral_neighbors
+        )
 
 
-def _fit_centres(method, z, k, seed, n_init, max_points, umap_neighbors):
+def _fit_centres(method, z, k, seed, n_init, max_points, umap_neighbors, spectral_neighbors):
     n = len(z)
     sample = None
     if 0 < max_points < n:
@@ -104,6 +112,9 @@ def _fit_centres(method, z, k, seed, n_init, max_points, umap_neighbors):
         return centres, _blocks(z, lambda b: gm.predict(b).astype(np.int32))
     elif method == "umap":
         labels = _umap_gmm(fit, k, seed, n_init, umap_neighbors)
+        centres = _means(fit, labels, k)
+    elif method == "spectral":
+        labels = spectral_labels(fit, k, seed, spectral_neighbors)
         centres = _means(fit, labels, k)
     else:  # ward
         from sklearn.cluster import AgglomerativeClustering
@@ -136,6 +147,24 @@ def _umap_gmm(x: np.ndarray, k: int, seed: int, n_init: int, n_neighbors: int) -
         own = gm.predict_proba(e)[np.arange(len(e)), labels]
         labels[np.argsort(own, kind="stable")[: len(empty)]] = empty
     return labels
+
+
+def spectral_labels(x: np.ndarray, k: int, seed: int, n_neighbors: int) -> np.ndarray:
+    """[N] int32 labels of spectral clustering on the symmetrised n_neighbors-nearest-neighbour
+    graph of x [N, d] (self-loops included), as in init_centres."""
+    from scipy import sparse
+    from sklearn.cluster import spectral_clustering
+
+    n = len(x)
+    n_neighbors = min(int(n_neighbors), n - 1)
+    _, idx = neighbours.mine(x, n_neighbors, metric="euclidean")
+    rows = np.repeat(np.arange(n), n_neighbors + 1)
+    cols = np.concatenate([np.arange(n)[:, None], idx], axis=1).ravel()
+    graph = sparse.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
+    affinity = 0.5 * (graph + graph.T)
+    # LOBPCG: ARPACK's shift-invert factorises the Laplacian, minutes and GBs at 70,000 rows
+    labels = spectral_clustering(affinity, n_clusters=k, random_state=seed, eigen_solver="lobpcg")
+    return labels.astype(np.int32)
 
 
 def nearest(z, centres: np.ndarray) -> np.ndarray:

@@ -107,11 +107,13 @@ def dec_variant_fields(d) -> None:
     for field in ("supervised_weight", "gamma"):
         v = d[field]
         _need(_number(v) and v >= 0, f"dec.{field}", f"must be a finite number >= 0, got {v!r}")
-    _need(
-        isinstance(d.umap_neighbors, int) and d.umap_neighbors >= 2,
-        "dec.umap_neighbors",
-        f"must be an integer >= 2, got {d.umap_neighbors!r}",
-    )
+    for field, least in (("umap_neighbors", 2), ("spectral_neighbors", 1)):
+        v = d[field]
+        _need(
+            isinstance(v, int) and not isinstance(v, bool) and v >= least,
+            f"dec.{field}",
+            f"must be an integer >= {least}, got {v!r}",
+        )
     power = d.target_power
     _need(
         _number(power) and 0.0 <= power <= 1.0,

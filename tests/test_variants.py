@@ -152,7 +152,12 @@ def test_label_variants_need_labels_and_matching_classes(features, tmp_path):
     c.dec.n_clusters = 3
     with pytest.raises(UserError, match="config.dec.n_clusters"):
         dec_mode.run_dec(c, str(tmp_path / "b"))
-    for field, value in (("init", "spectral"), ("gamma", -1.0), ("label_fraction", 1.5)):
+    for field, value in (
+        ("init", "dbscan"),
+        ("spectral_neighbors", 0),
+        ("gamma", -1.0),
+        ("label_fraction", 1.5),
+    ):
         c = _config(features)
         c.dec[field] = value
         with pytest.raises(UserError, match=f"config.dec.{field}"):
@@ -217,6 +222,45 @@ def test_n2d_umap_init_separates_blobs(mode, tmp_path):
     assert m["kmeans_embedding"]["acc"] >= 0.95, m
     if mode == "dec":
         assert m["dec"]["acc"] >= 0.95, m
+
+
+@pytest.mark.parametrize("mode", ["kmeans", "pretrain"])
+def test_spectral_init_separates_blobs(mode, tmp_path):
+    """dec.init='spectral' as the final clusterer of the input vectors (mode kmeans clusters
+    them with dec.init) and of the SAE embedding (mode pretrain), on well-separated blobs."""
+    from configs import mnist_dec
+
+    c = mnist_dec.get_config("smoke")
+    c.mode, c.dec.init = mode, "spectral"
+    run = {"kmeans": dec_mode.run_kmeans, "pretrain": dec_mode.run_pretrain}[mode]
+    m = run(c, str(tmp_path))["metrics"]
+    section = {"kmeans": "kmeans_input", "pretrain": "kmeans_embedding"}[mode]
+    assert m[section]["acc"] >= 0.95, m
+
+
+def test_spectral_equals_scikit_learn_and_follows_the_manifold():
+    """Our graph (exact neighbours from neighbours.mine, self-loops, symmetrised) is
+    scikit-learn's affinity='nearest_neighbors' with one more neighbour (the row itself): the
+    same partition. On two interleaved half-moons, where k-means cuts across both, it follows
+    each moon."""
+    from sklearn.cluster import KMeans, SpectralClustering
+    from sklearn.datasets import make_moons
+    from sklearn.metrics import adjusted_rand_score
+
+    from galaxy_jax import metrics
+
+    x, y = make_moons(400, noise=0.06, random_state=0)
+    x = x.astype(np.float32)
+    ours = dec_init.spectral_labels(x, 2, seed=3, n_neighbors=9)
+    theirs = SpectralClustering(
+        2, affinity="nearest_neighbors", n_neighbors=10, random_state=3, eigen_solver="lobpcg"
+    ).fit_predict(x)
+    assert adjusted_rand_score(ours, theirs) == 1.0
+    assert metrics.cluster_acc(y, ours) >= 0.99
+    assert metrics.cluster_acc(y, KMeans(2, n_init=4, random_state=0).fit_predict(x)) < 0.9
+    centres, labels = dec_init.init_centres("spectral", x, 2, 3, 1, spectral_neighbors=9)
+    np.testing.assert_array_equal(labels, ours)
+    np.testing.assert_allclose(centres[0], x[ours == 0].mean(0), rtol=1e-5)
 
 
 @pytest.mark.parametrize(

@@ -109,6 +109,7 @@ def _kmeans_assign(config, x, y, workdir, name, section, method="kmeans") -> tup
         _visible(config, y),
         max_points=_init_sample(config),
         umap_neighbors=d.umap_neighbors,
+        spectral_neighbors=d.spectral_neighbors,
     )
     m = {section: metrics.all_metrics(y, y_pred) if y is not None else {}}
     if parallel.is_primary():
@@ -135,10 +136,14 @@ def _merge(config, centres, y_pred, y, workdir, section, results_metrics) -> dic
 
 
 def run_kmeans(config, workdir):
-    """Baseline: k-means straight on the input vectors (pixels or features)."""
+    """Baseline: the clustering dec.init (k-means by default) straight on the input vectors
+    (pixels or features); metrics in section kmeans_input whatever the method."""
     t0 = time.time()
     data, workdir = setup(config, workdir)
-    m, merged = _kmeans_assign(config, data.x, data.y, workdir, "k-means on inputs", "kmeans_input")
+    init = config.dec.init
+    m, merged = _kmeans_assign(
+        config, data.x, data.y, workdir, f"{init} on inputs", "kmeans_input", method=init
+    )
     return write_results_primary(
         workdir,
         config,
@@ -217,6 +222,7 @@ def _init(config, z, y_vis, workdir):
         y_vis,
         max_points=_init_sample(config),
         umap_neighbors=d.umap_neighbors,
+        spectral_neighbors=d.spectral_neighbors,
     )
     os.makedirs(os.path.dirname(path), exist_ok=True)
     import io
