@@ -91,7 +91,7 @@ def main():
             for m in per:
                 per[m].append(r["metrics"][key][m])
             w = r["wall_s"]  # older pretrain runs record their phases only (compile inside)
-            if done == dec_done:  # the UMAP + mixture part of the DEC run
+            if name == "n2d" and done == dec_done:  # the UMAP + mixture part of the DEC run
                 walls.append(w["kmeans_init"] + w.get("sae/shared", 0.0))
                 continue
             total = sum(v for k, v in w.items() if not k.endswith("/compile"))
