@@ -62,10 +62,10 @@ def init_centres(
     2000): the graph joining every row to its spectral_neighbors nearest rows (Euclidean, exact,
     `neighbours.mine`; each row also to itself, symmetrised: scikit-learn's
     affinity='nearest_neighbors' with n_neighbors = spectral_neighbors + 1), its K leading
-    normalised-Laplacian eigenvectors (LOBPCG, seeded), k-means there; centres are the cluster means
-    in z. labels: the means of the visible labelled
-    points of each class (y_vis, -1 = hidden), class c -> cluster c; needs K == number of
-    classes and at least one visible point per class.
+    normalised-Laplacian eigenvectors (LOBPCG, seeded), k-means there; centres are the cluster
+    means in z. labels: the means of the visible labelled points of each class (y_vis, -1 =
+    hidden), class c -> cluster c; needs K == number of classes and at least one visible point
+    per class.
 
     z: [N, d], an array or anything with len() and row reads (a DiskRows). With 0 < max_points
     < N, every method but labels is fitted on a seeded draw of max_points rows, and every row
